@@ -1,0 +1,129 @@
+"""The `seqgrade` command: parses options and calls grader.pipeline. Errors become one clear line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from grader.errors import SeqgradeError
+
+
+def _fail(e: SeqgradeError) -> click.ClickException:
+    return click.ClickException(str(e))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="seqgrade")
+def main() -> None:
+    """Grade sequence-model assignments: RNN, LSTM/GRU, attention, transformers, Hopfield networks."""
+
+
+@main.command("check")
+@click.argument("assignment")
+@click.argument("path", required=False, type=click.Path(path_type=Path))
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds allowed per call.")
+def check_cmd(assignment: str, path: Path | None, timeout: float) -> None:
+    """Self-check a solution on the public cases (students). PATH defaults to ./ASSIGNMENT.py or .ipynb."""
+    from grader import pipeline
+
+    zygote = pipeline.start_zygote()
+    try:
+        if path is None:
+            for cand in (Path(f"{assignment}.py"), Path(f"{assignment}.ipynb")):
+                if cand.exists():
+                    path = cand
+                    break
+            else:
+                raise click.ClickException(f"no {assignment}.py or {assignment}.ipynb here; give the PATH")
+        result = pipeline.check(assignment, path, timeout=timeout, zygote=zygote)
+    except SeqgradeError as e:
+        raise _fail(e) from None
+    finally:
+        zygote.stop()
+    _print_check(result)
+    sys.exit(0 if all(t.passed for t in result.tests) else 1)
+
+
+def _print_check(result) -> None:
+    if result.import_error:
+        click.secho(f"Could not load your submission: {result.import_error}", fg="red")
+    width = max((len(t.name) for t in result.tests), default=20)
+    for t in result.tests:
+        mark = click.style("PASS", fg="green") if t.passed else click.style("FAIL", fg="red")
+        click.echo(f"{mark}  {t.name.ljust(width)}")
+        if not t.passed and t.message:
+            click.echo(f"      {t.message}")
+    n_pass = sum(t.passed for t in result.tests)
+    click.echo("")
+    click.echo(f"{n_pass} of {len(result.tests)} public checks passed ({result.score:.2f} / {result.max_score:g} "
+               "points on public cases).")
+    click.echo("Your grade is decided by hidden cases of other shapes and values: passing these is necessary, "
+               "not sufficient.")
+    if result.output.strip():
+        click.echo("\nYour code printed (excerpt):\n" + result.output[:1500])
+
+
+@main.command("grade")
+@click.argument("assignment")
+@click.argument("submissions", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Report directory.")
+@click.option("--workers", default=2, show_default=True, help="Submissions graded at once.")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds allowed per call.")
+@click.option("--memory-mb", default=4096, show_default=True, help="Memory cap per worker.")
+@click.option("--secret", "secret", type=click.Path(path_type=Path), default=None,
+              help="Secret file for hidden cases (default: $SEQGRADE_SECRET or ./.seqgrade/secret).")
+@click.option("--fresh", is_flag=True, help="Regrade everything instead of resuming.")
+@click.option("--public/--no-public", default=False, help="Also grade the public cases (visible in reports).")
+def grade_cmd(assignment, submissions, out, workers, timeout, memory_mb, secret, fresh, public) -> None:
+    """Grade every submission in SUBMISSIONS (instructors): writes OUT/<student>.json/.md and gradebook.csv."""
+    from grader import pipeline, report
+
+    if workers < 1 or timeout <= 0:
+        raise click.ClickException("--workers must be >= 1 and --timeout > 0")
+    zygote = pipeline.start_zygote()
+    bar_state: dict = {}
+
+    def progress(done: int, total: int, student: str) -> None:
+        bar = bar_state.get("bar")
+        if bar is None:
+            bar = click.progressbar(length=total, label="grading", show_eta=True, show_pos=True,
+                                    file=sys.stderr, item_show_func=lambda s: s)
+            bar.__enter__()
+            bar_state["bar"] = bar
+        bar.update(1, student)
+
+    opts = pipeline.GradeOptions(workers=workers, timeout=timeout, memory_mb=memory_mb, secret_path=secret,
+                                 fresh=fresh, visibilities=("public", "hidden") if public else ("hidden",))
+    try:
+        run = pipeline.grade(assignment, submissions, out, opts, progress=progress, zygote=zygote)
+    except SeqgradeError as e:
+        raise _fail(e) from None
+    finally:
+        if "bar" in bar_state:
+            bar_state["bar"].__exit__(None, None, None)
+        zygote.stop()
+    click.echo(run.secret_note, err=True)
+    if run.skipped:
+        click.echo(f"Resumed: {run.skipped} submissions already graded with these cases were kept "
+                   "(--fresh regrades them).", err=True)
+    click.echo(report.summary_text(run.results, seconds=run.seconds))
+    click.echo(f"Reports in {run.out}/ (gradebook.csv, <student>.json, <student>.md)")
+
+
+@main.command("list")
+def list_cmd() -> None:
+    """List the assignments this grader knows."""
+    from grader.plan import available, load_plan
+
+    for name in available():
+        try:
+            plan = load_plan(name)
+            click.echo(f"{name:12s} {plan.max_score:5g} pts  {plan.title}")
+        except SeqgradeError as e:
+            click.echo(f"{name:12s} (broken plan: {e})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

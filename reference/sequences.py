@@ -1,0 +1,152 @@
+"""Deep, bidirectional and variable-length recurrent networks, in torch.nn.RNN / GRU / LSTM layout.
+
+`cell` is "rnn" (Elman, tanh), "gru" or "lstm"; one step is reference.rnn.rnn_step, reference.gated.gru_step
+or reference.gated.lstm_step (gate blocks i, f, g, o and r, z, n, stacked along the rows of the weights).
+
+Weights of L layers are a list of L dicts, one per layer, with torch's names minus the `_l{k}` suffix:
+
+    layers[l] = {"W_ih": (G*H, D_l), "W_hh": (G*H, H), "b_ih": (G*H,), "b_hh": (G*H,)}          one direction
+              + {"W_ih_reverse": ..., "W_hh_reverse": ..., "b_ih_reverse": ..., "b_hh_reverse": ...}  bidirectional
+
+with G = 1 (rnn), 3 (gru), 4 (lstm); D_0 = D, D_l = H (one direction) or 2H (bidirectional) for l >= 1.
+`layers[l]["W_ih"]` is `torch.nn.GRU(...).weight_ih_l{l}`, `layers[l]["W_ih_reverse"]` is `weight_ih_l{l}_reverse`.
+
+States follow torch: h0 / h_n are (L, B, H) (one direction) or (2L, B, H) in the order
+(layer 0 forward, layer 0 backward, layer 1 forward, ...); an LSTM's state is the tuple (h, c) of two such.
+
+Variable length: x (B, T, D) holds sequence b in x[b, :lengths[b]], the rest is padding with arbitrary
+values. The forward direction reads t = 0..len-1 and its final state is the one after t = len-1; the
+backward direction starts from its h0 at t = len-1 and reads down to t = 0. Outputs at t >= len are 0.
+This is torch's module run on pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False),
+unpacked with pad_packed_sequence(..., batch_first=True, total_length=T).
+
+Shapes: B batch, T time, D input features, H hidden units, L layers, V vocabulary, E embedding, C classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from reference.gated import gru_step, lstm_step
+from reference.rnn import rnn_step
+
+CELLS = ("rnn", "gru", "lstm")
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
+State = Any  # Tensor (rnn, gru) or tuple[Tensor, Tensor] (lstm)
+
+
+def cell_step(cell: str, x_t: Tensor, state: State, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> State:
+    """One step of the named cell. state is h (B, H), or (h, c) for "lstm".
+
+    Shapes: x_t (B, D_l), state (B, H) or ((B, H), (B, H)) -> the new state, same shapes.
+    """
+    if cell == "rnn":
+        return rnn_step(x_t, state, W_ih, W_hh, b_ih, b_hh)
+    if cell == "gru":
+        return gru_step(x_t, state, W_ih, W_hh, b_ih, b_hh)
+    if cell == "lstm":
+        return lstm_step(x_t, state[0], state[1], W_ih, W_hh, b_ih, b_hh)
+    raise ValueError(f"unknown cell {cell!r}, expected one of {CELLS}")
+
+
+def _h(cell: str, state: State) -> Tensor:
+    return state[0] if cell == "lstm" else state
+
+
+def _layer_state(cell: str, state0: State, k: int) -> State:
+    """The k-th (B, H) slice of a (L or 2L, B, H) state (a pair of slices for an LSTM)."""
+    return (state0[0][k], state0[1][k]) if cell == "lstm" else state0[k]
+
+
+def _stack_states(cell: str, states: list[State]) -> State:
+    if cell == "lstm":
+        return torch.stack([s[0] for s in states]), torch.stack([s[1] for s in states])  # (L, B, H) x 2
+    return torch.stack(states)  # (L, B, H)
+
+
+def run_direction(
+    cell: str, x: Tensor, lengths: Tensor, state0: State, w: dict[str, Tensor], suffix: str = "", *, reverse: bool
+) -> tuple[Tensor, State]:
+    """One direction of one layer over a padded batch: steps at t >= lengths[b] leave b's state unchanged.
+
+    Shapes: x (B, T, D_l), lengths (B,), state0 (B, H) (or a pair) -> hs (B, T, H) zero at padding, final state.
+    """
+    B, T, _ = x.shape
+    W_ih, W_hh, b_ih, b_hh = (w[n + suffix] for n in ("W_ih", "W_hh", "b_ih", "b_hh"))
+    state = state0
+    hs: list[Tensor] = [None] * T  # type: ignore[list-item]
+    for t in reversed(range(T)) if reverse else range(T):
+        real = (t < lengths).to(x.dtype)[:, None]  # (B, 1), 1 at real positions
+        new = cell_step(cell, x[:, t], state, W_ih, W_hh, b_ih, b_hh)
+        if cell == "lstm":
+            state = tuple(real * n + (1 - real) * s for n, s in zip(new, state, strict=True))
+        else:
+            state = real * new + (1 - real) * state  # (B, H)
+        hs[t] = real * _h(cell, new)  # (B, H)
+    return torch.stack(hs, dim=1), state  # (B, T, H)
+
+
+def stacked_forward(cell: str, x: Tensor, state0: State, layers: list[dict[str, Tensor]]) -> tuple[Tensor, State]:
+    """L stacked layers over full-length sequences; equals torch.nn.{RNN,GRU,LSTM}(D, H, num_layers=L,
+    batch_first=True) with the same weights. Layer l + 1 reads the outputs hs of layer l.
+
+    Shapes: x (B, T, D), state0 h0 (L, B, H) or (h0, c0) for "lstm", layers a list of L dicts
+    -> out (B, T, H) (the top layer's hs), h_n (L, B, H) or (h_n, c_n) for "lstm".
+    """
+    B, T, _ = x.shape
+    lengths = torch.full((B,), T, dtype=torch.int64)
+    inp, finals = x, []
+    for k, w in enumerate(layers):
+        inp, state = run_direction(cell, inp, lengths, _layer_state(cell, state0, k), w, reverse=False)  # (B, T, H)
+        finals.append(state)
+    return inp, _stack_states(cell, finals)
+
+
+def bidirectional_forward(
+    cell: str, x: Tensor, lengths: Tensor, state0: State, layers: list[dict[str, Tensor]]
+) -> tuple[Tensor, State]:
+    """L stacked bidirectional layers over a padded batch with per-sequence lengths (any order).
+
+    Equals torch.nn.{RNN,GRU,LSTM}(D, H, num_layers=L, bidirectional=True, batch_first=True) applied to
+    pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False) and unpacked with
+    pad_packed_sequence(..., batch_first=True, total_length=T). Layer l + 1 reads [forward, backward] of layer l.
+
+        out[b, t] = [h_fwd[b, t], h_bwd[b, t]] for t < lengths[b], 0 for t >= lengths[b]
+
+    Shapes: x (B, T, D), lengths (B,) int64 with 1 <= lengths[b] <= T, state0 h0 (2L, B, H) or (h0, c0) for
+    "lstm", layers a list of L dicts with forward and `_reverse` weights
+    -> out (B, T, 2H), h_n (2L, B, H) or (h_n, c_n) for "lstm", ordered (l0 fwd, l0 bwd, l1 fwd, ...).
+    """
+    inp, finals = x, []
+    for k, w in enumerate(layers):
+        fwd, s_f = run_direction(cell, inp, lengths, _layer_state(cell, state0, 2 * k), w, reverse=False)
+        bwd, s_b = run_direction(cell, inp, lengths, _layer_state(cell, state0, 2 * k + 1), w, "_reverse", reverse=True)
+        inp = torch.cat([fwd, bwd], dim=2)  # (B, T, 2H)
+        finals += [s_f, s_b]
+    return inp, _stack_states(cell, finals)
+
+
+def classify(
+    tokens: Tensor, lengths: Tensor, embedding: Tensor, layers: list[dict[str, Tensor]], W_out: Tensor, b_out: Tensor
+) -> Tensor:
+    """Sequence-to-vector classifier: embedding -> L-layer bidirectional GRU (zero initial state) -> logits.
+
+        e = embedding[tokens];   _, h_n = bidirectional_forward("gru", e, lengths, 0, layers)
+        feature = [h_n[-2], h_n[-1]]   (top layer: forward state after the last real token, backward state at t = 0)
+        logits = feature W_out^T + b_out
+
+    Tokens at t >= lengths[b] are padding (any ids); they must not change the logits.
+
+    Shapes: tokens (B, T) int64, lengths (B,) int64, embedding (V, E), layers (GRU, bidirectional),
+    W_out (C, 2H), b_out (C,) -> logits (B, C).
+    """
+    e = embedding[tokens]  # (B, T, E)
+    L, H = len(layers), layers[0]["W_hh"].shape[1]
+    h0 = e.new_zeros(2 * L, tokens.shape[0], H)  # (2L, B, H)
+    _, h_n = bidirectional_forward("gru", e, lengths, h0, layers)  # (2L, B, H)
+    feature = torch.cat([h_n[-2], h_n[-1]], dim=1)  # (B, 2H)
+    return feature @ W_out.T + b_out  # (B, C)
