@@ -5,7 +5,7 @@ Token ids PAD = 0, BOS = 1, EOS = 2. Decoder weights are one dict `params` (torc
 
     emb (V, E)                       embedding of the previous target token
     W_s (A, Hd), W_h (A, He), v (A,) additive attention
-    W_ih (3Hd, E + He), W_hh (3Hd, Hd), b_ih (3Hd,), b_hh (3Hd,)   GRU cell (gate rows r, z, n; torch.nn.GRUCell)
+    W_ih (3Hd, E + He), W_hh (3Hd, Hd), b_ih (3Hd,), b_hh (3Hd,)   GRU cell (rows r, z, n; nn.GRUCell)
     W_out (V, Hd + He + E), b_out (V,)                              output layer
 
 One decoder step (Bahdanau et al. 2015: attention is queried with the PREVIOUS state s_{i-1}):
@@ -22,7 +22,6 @@ A attention units, V vocabulary, k beam size.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from reference.gated import gru_step
@@ -35,8 +34,9 @@ def additive_attention(
 ) -> tuple[Tensor, Tensor]:
     """Bahdanau attention of a query state over encoder outputs, padding masked out.
 
-        score_j = v^T tanh(W_s s + W_h h_j),   a = softmax over j of score (a_j = 0 exactly where src_mask is False),
-        context = sum_j a_j h_j
+        score_j = v^T tanh(W_s s + W_h h_j),   a = softmax_j(score),   context = sum_j a_j h_j
+
+    a_j = 0 exactly where src_mask is False.
 
     Shapes: s (B, Hd), enc (B, S, He), src_mask (B, S) bool (True = real token, at least one per row),
     W_s (A, Hd), W_h (A, He), v (A,) -> context (B, He), weights (B, S) (rows sum to 1).
@@ -60,7 +60,9 @@ def decoder_step(
     """
     e = params["emb"][y_prev]  # (B, E)
     context, weights = additive_attention(s_prev, enc, src_mask, params["W_s"], params["W_h"], params["v"])
-    s = gru_step(torch.cat([e, context], dim=1), s_prev, params["W_ih"], params["W_hh"], params["b_ih"], params["b_hh"])
+    s = gru_step(
+        torch.cat([e, context], dim=1), s_prev, params["W_ih"], params["W_hh"], params["b_ih"], params["b_hh"]
+    )
     logits = torch.cat([s, context, e], dim=1) @ params["W_out"].T + params["b_out"]  # (B, V)
     return logits, s, weights
 
@@ -77,7 +79,9 @@ def teacher_forcing(
     -> logits (B, T, V), weights (B, T, S).
     """
     B, T = tgt.shape
-    inputs = torch.cat([torch.full((B, 1), BOS, dtype=tgt.dtype), tgt[:, :-1]], dim=1)  # (B, T), shifted right
+    inputs = torch.cat(
+        [torch.full((B, 1), BOS, dtype=tgt.dtype), tgt[:, :-1]], dim=1
+    )  # (B, T), shifted right
     s, all_logits, all_weights = s0, [], []
     for t in range(T):
         logits, s, weights = decoder_step(inputs[:, t], s, enc, src_mask, params)
@@ -99,7 +103,9 @@ def sequence_loss(logits: Tensor, tgt: Tensor) -> Tensor:
     return (nll * real).sum() / real.sum()
 
 
-def greedy_decode(enc: Tensor, src_mask: Tensor, s0: Tensor, params: dict[str, Tensor], max_len: int) -> Tensor:
+def greedy_decode(
+    enc: Tensor, src_mask: Tensor, s0: Tensor, params: dict[str, Tensor], max_len: int
+) -> Tensor:
     """Greedy decoding from BOS: feed back the argmax (the lower id on ties) until EOS or max_len tokens.
 
     Row b holds its tokens up to and including its first EOS, then PAD. At most max_len steps are run.
@@ -122,7 +128,12 @@ def greedy_decode(enc: Tensor, src_mask: Tensor, s0: Tensor, params: dict[str, T
 
 
 def beam_search(
-    enc: Tensor, src_mask: Tensor, s0: Tensor, params: dict[str, Tensor], beam_size: int, max_len: int,
+    enc: Tensor,
+    src_mask: Tensor,
+    s0: Tensor,
+    params: dict[str, Tensor],
+    beam_size: int,
+    max_len: int,
     alpha: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """Beam search for one source sentence (batch of one), with the rule of the handout.
@@ -144,7 +155,9 @@ def beam_search(
     Shapes: enc (1, S, He), src_mask (1, S) bool, s0 (1, Hd), beam_size k, max_len, alpha floats
     -> tokens (k, max_len) int64 (each row: its tokens, then PAD), scores (k,) final scores, best first.
     """
-    alive: list[tuple[tuple[int, ...], Tensor, Tensor]] = [((), s0.new_zeros(()), s0[0])]  # tokens, score, state
+    alive: list[tuple[tuple[int, ...], Tensor, Tensor]] = [
+        ((), s0.new_zeros(()), s0[0])
+    ]  # tokens, score, state
     finished: list[tuple[tuple[int, ...], Tensor]] = []
     for _ in range(max_len):
         n = len(alive)
@@ -165,7 +178,9 @@ def beam_search(
                 alive.append((toks, total[i, w], s[i]))
         if len(finished) >= beam_size:
             break
-    results = [(toks, score / len(toks) ** alpha) for toks, score in finished + [(t, sc) for t, sc, _ in alive]]
+    results = [
+        (toks, score / len(toks) ** alpha) for toks, score in finished + [(t, sc) for t, sc, _ in alive]
+    ]
     results.sort(key=lambda r: (-r[1].item(), r[0]))
     tokens = torch.full((len(results), max_len), PAD, dtype=torch.int64)
     for r, (toks, _) in enumerate(results):

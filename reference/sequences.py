@@ -5,11 +5,12 @@ or reference.gated.lstm_step (gate blocks i, f, g, o and r, z, n, stacked along 
 
 Weights of L layers are a list of L dicts, one per layer, with torch's names minus the `_l{k}` suffix:
 
-    layers[l] = {"W_ih": (G*H, D_l), "W_hh": (G*H, H), "b_ih": (G*H,), "b_hh": (G*H,)}          one direction
-              + {"W_ih_reverse": ..., "W_hh_reverse": ..., "b_ih_reverse": ..., "b_hh_reverse": ...}  bidirectional
+    layers[l] = {"W_ih": (G*H, D_l), "W_hh": (G*H, H), "b_ih": (G*H,), "b_hh": (G*H,)}      one direction
+      bidirectional: + {"W_ih_reverse": ..., "W_hh_reverse": ..., "b_ih_reverse": ..., "b_hh_reverse": ...}
 
 with G = 1 (rnn), 3 (gru), 4 (lstm); D_0 = D, D_l = H (one direction) or 2H (bidirectional) for l >= 1.
-`layers[l]["W_ih"]` is `torch.nn.GRU(...).weight_ih_l{l}`, `layers[l]["W_ih_reverse"]` is `weight_ih_l{l}_reverse`.
+`layers[l]["W_ih"]` is `torch.nn.GRU(...).weight_ih_l{l}`, `layers[l]["W_ih_reverse"]` is
+`weight_ih_l{l}_reverse`, and so on.
 
 States follow torch: h0 / h_n are (L, B, H) (one direction) or (2L, B, H) in the order
 (layer 0 forward, layer 0 backward, layer 1 forward, ...); an LSTM's state is the tuple (h, c) of two such.
@@ -39,7 +40,9 @@ GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 State = Any  # Tensor (rnn, gru) or tuple[Tensor, Tensor] (lstm)
 
 
-def cell_step(cell: str, x_t: Tensor, state: State, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor) -> State:
+def cell_step(
+    cell: str, x_t: Tensor, state: State, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor
+) -> State:
     """One step of the named cell. state is h (B, H), or (h, c) for "lstm".
 
     Shapes: x_t (B, D_l), state (B, H) or ((B, H), (B, H)) -> the new state, same shapes.
@@ -69,11 +72,18 @@ def _stack_states(cell: str, states: list[State]) -> State:
 
 
 def run_direction(
-    cell: str, x: Tensor, lengths: Tensor, state0: State, w: dict[str, Tensor], suffix: str = "", *, reverse: bool
+    cell: str,
+    x: Tensor,
+    lengths: Tensor,
+    state0: State,
+    w: dict[str, Tensor],
+    suffix: str = "",
+    *,
+    reverse: bool,
 ) -> tuple[Tensor, State]:
     """One direction of one layer over a padded batch: steps at t >= lengths[b] leave b's state unchanged.
 
-    Shapes: x (B, T, D_l), lengths (B,), state0 (B, H) (or a pair) -> hs (B, T, H) zero at padding, final state.
+    Shapes: x (B, T, D_l), lengths (B,), state0 (B, H) or a pair -> hs (B, T, H), final state.
     """
     B, T, _ = x.shape
     W_ih, W_hh, b_ih, b_hh = (w[n + suffix] for n in ("W_ih", "W_hh", "b_ih", "b_hh"))
@@ -90,7 +100,9 @@ def run_direction(
     return torch.stack(hs, dim=1), state  # (B, T, H)
 
 
-def stacked_forward(cell: str, x: Tensor, state0: State, layers: list[dict[str, Tensor]]) -> tuple[Tensor, State]:
+def stacked_forward(
+    cell: str, x: Tensor, state0: State, layers: list[dict[str, Tensor]]
+) -> tuple[Tensor, State]:
     """L stacked layers over full-length sequences; equals torch.nn.{RNN,GRU,LSTM}(D, H, num_layers=L,
     batch_first=True) with the same weights. Layer l + 1 reads the outputs hs of layer l.
 
@@ -101,7 +113,9 @@ def stacked_forward(cell: str, x: Tensor, state0: State, layers: list[dict[str, 
     lengths = torch.full((B,), T, dtype=torch.int64)
     inp, finals = x, []
     for k, w in enumerate(layers):
-        inp, state = run_direction(cell, inp, lengths, _layer_state(cell, state0, k), w, reverse=False)  # (B, T, H)
+        inp, state = run_direction(
+            cell, inp, lengths, _layer_state(cell, state0, k), w, reverse=False
+        )  # (B, T, H)
         finals.append(state)
     return inp, _stack_states(cell, finals)
 
@@ -113,7 +127,8 @@ def bidirectional_forward(
 
     Equals torch.nn.{RNN,GRU,LSTM}(D, H, num_layers=L, bidirectional=True, batch_first=True) applied to
     pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False) and unpacked with
-    pad_packed_sequence(..., batch_first=True, total_length=T). Layer l + 1 reads [forward, backward] of layer l.
+    pad_packed_sequence(..., batch_first=True, total_length=T).
+    Layer l + 1 reads [forward, backward] of layer l.
 
         out[b, t] = [h_fwd[b, t], h_bwd[b, t]] for t < lengths[b], 0 for t >= lengths[b]
 
@@ -124,19 +139,27 @@ def bidirectional_forward(
     inp, finals = x, []
     for k, w in enumerate(layers):
         fwd, s_f = run_direction(cell, inp, lengths, _layer_state(cell, state0, 2 * k), w, reverse=False)
-        bwd, s_b = run_direction(cell, inp, lengths, _layer_state(cell, state0, 2 * k + 1), w, "_reverse", reverse=True)
+        bwd, s_b = run_direction(
+            cell, inp, lengths, _layer_state(cell, state0, 2 * k + 1), w, "_reverse", reverse=True
+        )
         inp = torch.cat([fwd, bwd], dim=2)  # (B, T, 2H)
         finals += [s_f, s_b]
     return inp, _stack_states(cell, finals)
 
 
 def classify(
-    tokens: Tensor, lengths: Tensor, embedding: Tensor, layers: list[dict[str, Tensor]], W_out: Tensor, b_out: Tensor
+    tokens: Tensor,
+    lengths: Tensor,
+    embedding: Tensor,
+    layers: list[dict[str, Tensor]],
+    W_out: Tensor,
+    b_out: Tensor,
 ) -> Tensor:
     """Sequence-to-vector classifier: embedding -> L-layer bidirectional GRU (zero initial state) -> logits.
 
         e = embedding[tokens];   _, h_n = bidirectional_forward("gru", e, lengths, 0, layers)
-        feature = [h_n[-2], h_n[-1]]   (top layer: forward state after the last real token, backward state at t = 0)
+        feature = [h_n[-2], h_n[-1]]   (top layer: forward state after the last real token,
+                                        backward state after reading down to t = 0)
         logits = feature W_out^T + b_out
 
     Tokens at t >= lengths[b] are padding (any ids); they must not change the logits.

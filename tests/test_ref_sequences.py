@@ -23,8 +23,10 @@ def module_and_layers(cell: str, D: int, H: int, L: int, bidirectional: bool, se
     for k in range(L):
         w = {n: getattr(m, f"{t}_l{k}").detach().clone() for n, t in zip(NAMES, TORCH_NAMES, strict=True)}
         if bidirectional:
-            w |= {n + "_reverse": getattr(m, f"{t}_l{k}_reverse").detach().clone()
-                  for n, t in zip(NAMES, TORCH_NAMES, strict=True)}
+            w |= {
+                n + "_reverse": getattr(m, f"{t}_l{k}_reverse").detach().clone()
+                for n, t in zip(NAMES, TORCH_NAMES, strict=True)
+            }
         layers.append(w)
     return m, layers
 
@@ -66,7 +68,9 @@ def test_bidirectional_forward_equals_packed_torch(cell, L):
     x = torch.randn(B, T, D, generator=gen, dtype=torch.float64)
     lengths = torch.tensor([3, 7, 1, 5, 6])  # unsorted, one full, one of length 1
     for b in range(B):
-        x[b, lengths[b]:] = 50.0 * torch.randn(T - lengths[b], D, generator=gen, dtype=torch.float64)  # loud padding
+        x[b, lengths[b] :] = 50.0 * torch.randn(
+            T - lengths[b], D, generator=gen, dtype=torch.float64
+        )  # loud padding
     s0 = state(cell, 2 * L, B, H, gen)
     out, s_n = bidirectional_forward(cell, x, lengths, s0, layers)
     packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
@@ -75,7 +79,7 @@ def test_bidirectional_forward_equals_packed_torch(cell, L):
     assert_close(out, want_out)
     assert_close(s_n, want_s)
     for b in range(B):
-        assert (out[b, lengths[b]:] == 0).all()
+        assert (out[b, lengths[b] :] == 0).all()
 
 
 def test_bidirectional_full_lengths_equals_unpacked_torch():
@@ -114,14 +118,15 @@ def test_classify_equals_torch_pipeline_and_ignores_padding():
     lengths = torch.tensor([2, 6, 4, 1])
     tokens = torch.randint(0, V, (B, T), generator=gen)
     logits = classify(tokens, lengths, emb, layers, W_out, b_out)
-    packed = pack_padded_sequence(torch.nn.functional.embedding(tokens, emb), lengths, batch_first=True,
-                                  enforce_sorted=False)
+    packed = pack_padded_sequence(
+        torch.nn.functional.embedding(tokens, emb), lengths, batch_first=True, enforce_sorted=False
+    )
     _, h_n = m(packed)
     want = torch.nn.functional.linear(torch.cat([h_n[-2], h_n[-1]], dim=1), W_out, b_out)
     assert_close(logits, want)
     other = torch.cat([tokens, torch.randint(0, V, (B, 3), generator=gen)], dim=1)
     for b in range(B):
-        other[b, lengths[b]:] = torch.randint(0, V, (T + 3 - lengths[b],), generator=gen)
+        other[b, lengths[b] :] = torch.randint(0, V, (T + 3 - lengths[b],), generator=gen)
     assert_close(classify(other, lengths, emb, layers, W_out, b_out), logits, 1e-12)
 
 
