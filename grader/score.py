@@ -1,8 +1,9 @@
 """Turn replies into points: judge every (function, case, check), apply the function-level gates
 (banned APIs, inputs modified in place), and total. Pure: no I/O.
 
-Each function's points are split equally over its check entries plus one "inputs unchanged" entry.
-A banned API used by a function (seen at run time in the worker, or in its source by grader.banned)
+Each function's points are split equally over its check entries. Two gates apply to the whole function:
+a function that modifies its inputs in place keeps only MUTATION_FACTOR of what it earned (the
+"inputs unchanged" entry says which input), and a banned API used by a function (seen at run time in the worker, or in its source by grader.banned)
 forfeits all of that function's points, with an entry saying which API.
 """
 
@@ -16,6 +17,9 @@ from grader.checks import Check
 from grader.compare import Comparison
 from grader.plan import Function, Plan, Reply
 from grader.runner import RunResult
+
+
+MUTATION_FACTOR = 0.5
 
 
 @dataclass(frozen=True)
@@ -62,14 +66,17 @@ def score_submission(
     for fn in plan.functions:
         entries = _judge_function(fn, cases, run)
         replies = [r for i, p in enumerate(cases.items) if p.function == fn.name for r in run.replies.get(i, [])]
-        entries.append(_inputs_unchanged(fn, replies))
         share = fn.points / len(entries) if entries else 0.0
         banned = sorted({b for r in replies for b in r.banned} | set(static_banned.get(fn.name, [])))
+        unchanged = _inputs_unchanged(fn, replies)
+        factor = 0.0 if banned else (1.0 if unchanged.passed or not _returned(replies) else MUTATION_FACTOR)
         scored = [
-            CheckResult(e.name, fn.name, e.kind, e.visibility, share if e.passed and not banned else 0.0, share,
+            CheckResult(e.name, fn.name, e.kind, e.visibility, share * factor if e.passed else 0.0, share,
                         e.passed, e.message, e.case)
             for e in entries
         ]
+        if _returned(replies):
+            scored.append(unchanged)
         if banned:
             scored.insert(0, CheckResult(
                 f"{fn.name}: banned APIs", fn.name, "banned", "visible", 0.0, 0.0, False,
@@ -102,17 +109,18 @@ def _judge_function(fn: Function, cases: CaseSet, run: RunResult) -> list[CheckR
     return out
 
 
+def _returned(replies: list[Reply]) -> bool:
+    return any(r.failure is None for r in replies)
+
+
 def _inputs_unchanged(fn: Function, replies: list[Reply]) -> CheckResult:
     name = f"{fn.name}: inputs unchanged"
     returned = [r for r in replies if r.failure is None]
-    if not returned:
-        return CheckResult(name, fn.name, "inputs", "visible", 0.0, 0.0, False,
-                           "not checked: no call of the function returned")
     changed = sorted({_arg_label(fn, m) for r in returned for m in r.mutated})
     if changed:
         return CheckResult(name, fn.name, "inputs", "visible", 0.0, 0.0, False,
-                           f"{fn.name} modified its input {', '.join(changed)} in place; "
-                           "work on new tensors (e.g. x = x + 1, not x += 1)")
+                           f"{fn.name} modified its input {', '.join(changed)} in place, so it keeps only "
+                           f"{MUTATION_FACTOR:.0%} of its points; work on new tensors (x = x + 1, not x += 1)")
     return CheckResult(name, fn.name, "inputs", "visible", 0.0, 0.0, True)
 
 

@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 import types
@@ -40,6 +41,7 @@ class Zygote:
     def __init__(self) -> None:
         self.pid: int | None = None
         self.sock: socket.socket | None = None
+        self.lock = threading.Lock()  # one spawn request at a time on the control socket
 
     def start(self) -> Zygote:
         import numpy  # noqa: F401  (warm: the workers inherit these imports)
@@ -67,8 +69,9 @@ class Zygote:
         out_r, out_w = os.pipe()
         request = json.dumps({"workdir": workdir, "config": config}).encode()
         try:
-            socket.send_fds(self.sock, [request], [theirs.fileno(), out_w])
-            data = self.sock.recv(64)
+            with self.lock:
+                socket.send_fds(self.sock, [request], [theirs.fileno(), out_w])
+                data = self.sock.recv(64)
         finally:
             theirs.close()
             os.close(out_w)

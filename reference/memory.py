@@ -51,16 +51,24 @@ def check_weights(weights: dict[str, Tensor]) -> str:
         raise ValueError(f"the weights lack the keys {missing} (have {sorted(weights)})")
     w_hh = weights["rnn.weight_hh_l0"]
     if w_hh.ndim != 2 or w_hh.shape[1] == 0 or w_hh.shape[0] % w_hh.shape[1]:
-        raise ValueError(f"rnn.weight_hh_l0 has shape {tuple(w_hh.shape)}, expected (G*H, H) with G = 4, 3 or 1")
+        raise ValueError(
+            f"rnn.weight_hh_l0 has shape {tuple(w_hh.shape)}, expected (G*H, H) with G = 4, 3 or 1"
+        )
     H = w_hh.shape[1]
     G = w_hh.shape[0] // H
     if G not in CELLS:
-        raise ValueError(f"rnn.weight_hh_l0 has shape {tuple(w_hh.shape)}: {G}*H rows is no LSTM (4), GRU (3) or RNN (1)")
+        raise ValueError(
+            f"rnn.weight_hh_l0 has shape {tuple(w_hh.shape)}: {G}*H rows is no LSTM (4), GRU (3) or RNN (1)"
+        )
     if H > MAX_HIDDEN:
         raise ValueError(f"hidden size {H} exceeds the limit of {MAX_HIDDEN}")
     want = {
-        "rnn.weight_ih_l0": (G * H, VOCAB), "rnn.weight_hh_l0": (G * H, H), "rnn.bias_ih_l0": (G * H,),
-        "rnn.bias_hh_l0": (G * H,), "fc.weight": (CLASSES, H), "fc.bias": (CLASSES,),
+        "rnn.weight_ih_l0": (G * H, VOCAB),
+        "rnn.weight_hh_l0": (G * H, H),
+        "rnn.bias_ih_l0": (G * H,),
+        "rnn.bias_hh_l0": (G * H,),
+        "fc.weight": (CLASSES, H),
+        "fc.bias": (CLASSES,),
     }
     for k, shape in want.items():
         if tuple(weights[k].shape) != shape:
