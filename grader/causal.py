@@ -260,7 +260,7 @@ class FutureGradientCheck(Check):
     """The gradient of the outputs at position t w.r.t. the inputs at positions > t is zero (every t < T-1).
 
     One call per t, with a random projection that is non-zero only at output position t (the worker
-    differentiates L = <P, outputs>); `inputs` must be floating arguments. Arguments: as the perturbation check.
+    differentiates L = <P, outputs>); `inputs` must be floating arguments; the rest as the perturbation check.
     Also fails when the gradient w.r.t. an earlier input is zero where the reference's is not (over-masked).
     """
 
@@ -291,17 +291,9 @@ class FutureGradientCheck(Check):
         watched = {tuple(o.at): o.dim for o in self.outputs}
         calls, depends = [], np.zeros((len(idx), T, T), dtype=bool)  # [input, t, s]
         for t in range(T - 1):
-
-            def project(path: Path, node: Any) -> Any:
-                if path in watched and isinstance(node, torch.Tensor) and node.is_floating_point():
-                    p = torch.zeros(node.shape, dtype=torch.float64)
-                    p.select(watched[path], t).copy_(
-                        torch.randn(p.select(watched[path], t).shape, generator=gen, dtype=torch.float64)
-                    )
-                    return p
-                return None
-
-            projection = _map_paths(out, project)
+            projection = _map_paths(
+                out, lambda path, node, t=t: _one_position(node, watched.get(path), t, gen)
+            )
             loss = sum(
                 (o * p).sum() for o, p in zip(leaves(out), leaves(projection), strict=True) if p is not None
             )
@@ -340,7 +332,15 @@ class FutureGradientCheck(Check):
                 if not isinstance(g, Received) or g.array.ndim == 0 or g.array.shape[spec.dim] != T:
                     return Comparison(False, f"the gradient with respect to {spec.at} has the wrong shape")
                 a = np.abs(np.moveaxis(g.array.astype(np.float64), spec.dim, 0).reshape(T, -1)).max(axis=1)
-                a = np.where(np.isnan(a), np.inf, a)
+                if not np.isfinite(a).all():
+                    s = int(np.argmin(np.isfinite(a)))
+                    return Comparison(
+                        False,
+                        f"the gradient of {outs} at t={t} with respect to {spec.at} is not finite (NaN or "
+                        f"inf) at t={s}: does every position have something to attend to?",
+                        None,
+                        (t, s),
+                    )
                 allowed = tol.atol + tol.rtol * float(a[np.isfinite(a)].max(initial=0.0))
                 future = [s for s in range(t + 1, T) if a[s] > allowed]
                 if future:
@@ -367,6 +367,15 @@ class FutureGradientCheck(Check):
                 (t, s),
             )
         return Comparison(True)
+
+
+def _one_position(node: Any, dim: int | None, t: int, gen: torch.Generator) -> torch.Tensor | None:
+    """A float64 projection for a watched float output: Gaussian at position t along `dim`, zero elsewhere."""
+    if dim is None or not isinstance(node, torch.Tensor) or not node.is_floating_point():
+        return None
+    p = torch.zeros(node.shape, dtype=torch.float64)
+    p.select(dim, t).copy_(torch.randn(p.select(dim, t).shape, generator=gen, dtype=torch.float64))
+    return p
 
 
 def _cast(dtype: torch.dtype) -> Callable[[Any], Any]:
@@ -435,13 +444,14 @@ class AttentionWeightsCheck(Check):
             leak = np.abs(np.where(future, w, 0.0))
             leak = np.where(np.isnan(leak), 0.0, leak)
         if (leak > tol.atol).any():
-            n, t, s = (int(i) for i in np.unravel_index(int(np.argmax(leak)), leak.shape))
             pairs = sorted({(int(a), int(b)) for _, a, b in np.argwhere(leak > tol.atol)})
+            t, s = pairs[0]
+            n = int(np.argmax(leak[:, t, s]))
             return Comparison(
                 False,
                 f"position t={t} attends to the future position t={s}: {name}[..., {t}, {s}] is "
                 f"{w[n, t, s]:.2g}, must be 0; {len(pairs)} of {T * (T - 1) // 2} future pairs have weight",
-                float(leak.max()),
+                float(leak[n, t, s]),
                 (t, s),
             )
         attends = w > 1e-3 * float(expected["min_weight"])  # NaN compares False: not attending
@@ -519,22 +529,20 @@ class CausalMaskCheck(Check):
         want = np.tril(np.ones((T, T), dtype=bool))
         hint = ""
         if np.array_equal(m, ~want):
-            hint = " The polarity is inverted: True must mean 'may attend' (nn.MultiheadAttention's is opposite)."
+            hint = (
+                " The polarity is inverted: True must mean 'may attend' (opposite to nn.MultiheadAttention)."
+            )
         elif np.array_equal(m, want.T):
             hint = " The mask is transposed: row t is the query, column s the key."
         future = np.argwhere(m & ~want)
         if len(future):
             t, s = (int(i) for i in future[0])
-            return Comparison(
-                False, f"position t={t} may attend to the future position t={s} ({name}[{t}, {s}] is True)." + hint,
-                None, (t, s),
-            )  # fmt: skip
+            msg = f"position t={t} may attend to the future position t={s} ({name}[{t}, {s}] is True)."
+            return Comparison(False, msg + hint, None, (t, s))
         blocked = np.argwhere(~m & want)
         if len(blocked):
             t, s = (int(i) for i in blocked[0])
             who = "itself" if t == s else f"the earlier position t={s}"
-            return Comparison(
-                False, f"position t={t} may not attend to {who} ({name}[{t}, {s}] is False): over-masked." + hint,
-                None, (t, s),
-            )  # fmt: skip
+            msg = f"position t={t} may not attend to {who} ({name}[{t}, {s}] is False): over-masked."
+            return Comparison(False, msg + hint, None, (t, s))
         return Comparison(True)
