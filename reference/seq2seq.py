@@ -24,8 +24,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from reference.gated import gru_step
-
 PAD, BOS, EOS = 0, 1, 2
 
 
@@ -58,6 +56,8 @@ def decoder_step(
     Shapes: y_prev (B,) int64, s_prev (B, Hd), enc (B, S, He), src_mask (B, S) bool, params as above
     -> logits (B, V), s (B, Hd), weights (B, S).
     """
+    from reference.gated import gru_step  # local: the student template keeps only top-level imports
+
     e = params["emb"][y_prev]  # (B, E)
     context, weights = additive_attention(s_prev, enc, src_mask, params["W_s"], params["W_h"], params["v"])
     s = gru_step(

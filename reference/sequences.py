@@ -31,9 +31,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from reference.gated import gru_step, lstm_step
-from reference.rnn import rnn_step
-
 CELLS = ("rnn", "gru", "lstm")
 GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 
@@ -41,12 +38,21 @@ State = Any  # Tensor (rnn, gru) or tuple[Tensor, Tensor] (lstm)
 
 
 def cell_step(
-    cell: str, x_t: Tensor, state: State, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor
-) -> State:
-    """One step of the named cell. state is h (B, H), or (h, c) for "lstm".
+    cell: str, x_t: Tensor, state: Any, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor
+) -> Any:
+    """One step of the named cell ("rnn", "gru" or "lstm"), as rnn.rnn_step, gated.gru_step, gated.lstm_step.
 
-    Shapes: x_t (B, D_l), state (B, H) or ((B, H), (B, H)) -> the new state, same shapes.
+    state is h (B, H), or the pair (h, c) for "lstm"; the new state has the same form.
+
+    Shapes: x_t (B, D), state (B, H) or ((B, H), (B, H)), W_ih (G*H, D), W_hh (G*H, H), b_ih, b_hh (G*H,)
+    -> (B, H) or ((B, H), (B, H)).
     """
+    from reference.gated import (
+        gru_step,
+        lstm_step,
+    )  # local: the student template keeps only top-level imports
+    from reference.rnn import rnn_step
+
     if cell == "rnn":
         return rnn_step(x_t, state, W_ih, W_hh, b_ih, b_hh)
     if cell == "gru":
@@ -100,9 +106,7 @@ def run_direction(
     return torch.stack(hs, dim=1), state  # (B, T, H)
 
 
-def stacked_forward(
-    cell: str, x: Tensor, state0: State, layers: list[dict[str, Tensor]]
-) -> tuple[Tensor, State]:
+def stacked_forward(cell: str, x: Tensor, state0: Any, layers: list[dict[str, Tensor]]) -> tuple[Tensor, Any]:
     """L stacked layers over full-length sequences; equals torch.nn.{RNN,GRU,LSTM}(D, H, num_layers=L,
     batch_first=True) with the same weights. Layer l + 1 reads the outputs hs of layer l.
 
@@ -121,8 +125,8 @@ def stacked_forward(
 
 
 def bidirectional_forward(
-    cell: str, x: Tensor, lengths: Tensor, state0: State, layers: list[dict[str, Tensor]]
-) -> tuple[Tensor, State]:
+    cell: str, x: Tensor, lengths: Tensor, state0: Any, layers: list[dict[str, Tensor]]
+) -> tuple[Tensor, Any]:
     """L stacked bidirectional layers over a padded batch with per-sequence lengths (any order).
 
     Equals torch.nn.{RNN,GRU,LSTM}(D, H, num_layers=L, bidirectional=True, batch_first=True) applied to

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Install, then run the whole test suite (what CI runs through .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+. .venv/bin/activate
+ruff check grader reference assignments tests benchmarks scripts 2>/dev/null || ruff check grader reference assignments tests
+python -m pytest -q "$@"
