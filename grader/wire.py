@@ -71,7 +71,7 @@ def encode(message: dict[str, Any], tree: Any = None) -> bytes:
             arr = v if isinstance(v, np.ndarray) else _tensor_to_numpy(v)
             if arr is None:
                 return {"o": type(v).__name__}
-            arr = np.ascontiguousarray(arr)
+            arr = arr if arr.flags.c_contiguous else arr.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
             dt = str(arr.dtype)
             if dt not in ALLOWED_DTYPES:
                 return {"o": f"array of dtype {dt}"}

@@ -1,0 +1,99 @@
+"""The wire format: arrays and plain structures only, and a decoder that refuses anything else."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from grader import wire
+from grader.errors import BadReply, TimedOut
+
+
+def roundtrip(tree):
+    data = wire.encode({"ok": True}, tree)
+    jlen, plen = wire.HEADER.unpack(data[: wire.HEADER.size])
+    js = data[wire.HEADER.size : wire.HEADER.size + jlen]
+    return wire.decode(js, data[wire.HEADER.size + jlen :])
+
+
+def test_roundtrip_keeps_structure_dtypes_and_values():
+    tree = {"a": (torch.arange(6, dtype=torch.float32).reshape(2, 3), [1, 2.5, None, True, "s"]),
+            "b": np.ones((0, 4)), "c": torch.tensor(3, dtype=torch.int64)}
+    body, out = roundtrip(tree)
+    assert body == {"ok": True}
+    arr = out["a"][0]
+    assert isinstance(arr, wire.Received) and arr.kind == "tensor" and arr.array.dtype == np.float32
+    assert arr.array.tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert out["a"][1] == [1, 2.5, None, True, "s"]
+    assert out["b"].kind == "ndarray" and out["b"].array.shape == (0, 4)
+    assert out["c"].array.shape == () and int(out["c"].array) == 3
+
+
+def test_tensor_subclass_cannot_lie_through_torch_function():
+    class Liar(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            return torch.zeros(2)  # every operation "returns" zeros
+
+        def __eq__(self, other):
+            return True
+
+    liar = torch.Tensor._make_subclass(Liar, torch.tensor([5.0, 6.0]))
+    _, out = roundtrip(liar)
+    assert out.array.tolist() == [5.0, 6.0]
+
+
+def test_non_data_objects_are_named_not_executed():
+    class Weird:
+        pass
+
+    _, out = roundtrip([Weird(), {1: 2}])
+    assert isinstance(out[0], wire.Other) and out[0].type_name == "Weird"
+    assert isinstance(out[1], wire.Other)
+
+
+def _msg(tree_json, payload=b""):
+    return json.dumps({"tree": tree_json}).encode(), payload
+
+
+@pytest.mark.parametrize(
+    "node,payload",
+    [
+        ({"a": [0, 8], "dt": "object", "sh": [1], "k": "tensor"}, b"\0" * 8),  # dtype not allowed
+        ({"a": [0, 16], "dt": "float64", "sh": [1], "k": "tensor"}, b"\0" * 16),  # bytes != shape
+        ({"a": [0, 8], "dt": "float64", "sh": [1], "k": "tensor"}, b"\0" * 4),  # payload too short
+        ({"a": [0, 8], "dt": "float64", "sh": [-1], "k": "tensor"}, b"\0" * 8),  # negative dim
+        ({"zz": 1}, b""),
+        ({"i": "3"}, b""),
+        ({"d": [[1, {"n": None}]]}, b""),
+    ],
+)
+def test_decoder_refuses_malformed_nodes(node, payload):
+    with pytest.raises(BadReply):
+        wire.decode(*_msg(node, payload))
+
+
+def test_decoder_refuses_deep_trees():
+    node = {"n": None}
+    for _ in range(wire.MAX_DEPTH + 5):
+        node = {"l": [node]}
+    with pytest.raises(BadReply):
+        wire.decode(*_msg(node))
+
+
+def test_recv_enforces_size_limit_and_deadline():
+    a, b = socket.socketpair()
+    try:
+        a.sendall(wire.HEADER.pack(10, 1 << 40))
+        with pytest.raises(BadReply, match="exceeds"):
+            wire.recv(b, deadline=time.monotonic() + 1, max_bytes=1 << 20)
+        with pytest.raises(TimedOut):
+            wire.recv(b, deadline=time.monotonic() + 0.05, max_bytes=1 << 20)
+    finally:
+        a.close()
+        b.close()
