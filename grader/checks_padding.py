@@ -1,9 +1,10 @@
 """Padding invariance: a function of a padded batch must not care what the padding holds or how long it is.
 
-    PaddingInvarianceCheck   call the student's function twice: on the case as generated (padding already
-                             holds arbitrary values), and on a copy whose padding is refilled with other values
-                             and made `extra` positions longer. Both answers must equal the reference at the
-                             real positions; outputs named in `zero` must be exactly 0 at padded positions.
+    PaddingInvarianceCheck   call the student's function twice: on the case as generated (its padding
+                             already holds arbitrary values), and on a copy whose padding is refilled with
+                             other values and made `extra` positions longer. Both answers must equal the
+                             reference at the real positions; outputs named in `zero` must be exactly 0 at
+                             padded positions.
 
 Which positions are real comes from a lengths argument ((B,) int64: t < lengths[b] is real) or a mask argument
 ((B, T) bool, True = real). Padded inputs are (argument name, time dim) pairs with the batch on dim 0; outputs
@@ -88,7 +89,9 @@ class PaddingInvarianceCheck(Check):
         head.copy_(torch.where(keep, x, head))
         return new
 
-    def prepare(self, plan: Plan, fn: Function, case: Case, reference: Callable[..., Any], gen: torch.Generator):
+    def prepare(
+        self, plan: Plan, fn: Function, case: Case, reference: Callable[..., Any], gen: torch.Generator
+    ):
         inputs = dict(case.inputs)
         T = int(inputs[self.padded[0].at].shape[self.padded[0].dim])
         valid = self.valid(inputs, T)
@@ -116,7 +119,10 @@ class PaddingInvarianceCheck(Check):
         tol = fn.tol(case.dtype)
         reveal = case.visibility == "public"
         dims = {tuple(o.at): o.dim for o in self.outputs}
-        variants = ("with the original padding", f"when the padding changes (new pad values, T {T} -> {T + self.extra})")
+        variants = (
+            "with the original padding",
+            f"when the padding changes (new pad values, T {T} -> {T + self.extra})",
+        )
         for path in leaf_paths(expected["value"]):
             want = np.asarray(pick(expected["value"], path))
             name = output_name(fn, path)
@@ -124,8 +130,14 @@ class PaddingInvarianceCheck(Check):
             for variant, reply, length in zip(variants, replies, (T, T + self.extra), strict=True):
                 got = pick(reply.value, path)
                 if dim is None:
-                    c = compare_array(name, want, got, tol, dtype=case.dtype if want.dtype.kind == "f" else None,
-                                      reveal=reveal)
+                    c = compare_array(
+                        name,
+                        want,
+                        got,
+                        tol,
+                        dtype=case.dtype if want.dtype.kind == "f" else None,
+                        reveal=reveal,
+                    )
                     if not c.ok:
                         return Comparison(False, f"{variant}: {c.message}", c.max_abs_error, c.where)
                     continue
@@ -135,7 +147,9 @@ class PaddingInvarianceCheck(Check):
                 shape = list(want.shape)
                 shape[dim] = length
                 if list(arr.shape) != shape:
-                    return Comparison(False, f"{variant}: {name} has shape {tuple(arr.shape)}, expected {tuple(shape)}")
+                    return Comparison(
+                        False, f"{variant}: {name} has shape {tuple(arr.shape)}, expected {tuple(shape)}"
+                    )
                 got_t = np.moveaxis(arr, dim, 1)[:, :T]  # (B, T, ...)
                 want_t = np.moveaxis(want, dim, 1)
                 c = compare_values(name, want_t[valid], got_t[valid], tol, reveal=reveal)

@@ -1,7 +1,7 @@
 """Deep, bidirectional and variable-length recurrent networks, in torch.nn.RNN / GRU / LSTM layout.
 
-`cell` is "rnn" (Elman, tanh), "gru" or "lstm"; one step is reference.rnn.rnn_step, reference.gated.gru_step
-or reference.gated.lstm_step (gate blocks i, f, g, o and r, z, n, stacked along the rows of the weights).
+`cell` is "rnn" (Elman, tanh), "gru" or "lstm"; one step is rnn_step of the `rnn` assignment, or gru_step /
+lstm_step of the `gated` one (gate blocks i, f, g, o and r, z, n, stacked along the rows of the weights).
 
 Weights of L layers are a list of L dicts, one per layer, with torch's names minus the `_l{k}` suffix:
 
