@@ -180,6 +180,8 @@ class GradientCheck(Check):
         grads = reply.grads or ()
         tol = fn.tol(case.dtype)
         for name, exp, got in zip(expected["names"], expected["grads"], grads, strict=False):
+            if got is None and not np.any(np.asarray(exp)):
+                continue  # the output does not depend on this input: no gradient is the right answer
             if got is None:
                 return Comparison(
                     False,
