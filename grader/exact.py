@@ -74,9 +74,14 @@ class OutputCheck(Check):
         if self.exact and isinstance(exp, np.ndarray) and case.dtype in FLOAT_DTYPES:
             exp = exp.astype(case.dtype)  # exact values (±1, integer sums) are representable in every dtype
         tol = EXACT if self.exact else fn.tol(case.dtype)
-        return compare_tree(output_name(fn, self.select), exp, got, tol,
-                            dtype=case.dtype if case.dtype in FLOAT_DTYPES else None,
-                            reveal=case.visibility == "public")
+        return compare_tree(
+            output_name(fn, self.select),
+            exp,
+            got,
+            tol,
+            dtype=case.dtype if case.dtype in FLOAT_DTYPES else None,
+            reveal=case.visibility == "public",
+        )
 
 
 class NonIncreasing(Check):
@@ -104,9 +109,14 @@ class NonIncreasing(Check):
         bad = np.flatnonzero(rise > allowed)
         if bad.size:
             i = int(bad[0])
-            return Comparison(False, f"{name} increases at update {i + 1}: {trace[i]:.6g} -> {trace[i + 1]:.6g} "
-                                     f"({bad.size} increases in {trace.size} updates); asynchronous updates "
-                                     "with a zero diagonal never raise the energy", float(rise[i]), (i + 1,))
+            return Comparison(
+                False,
+                f"{name} increases at update {i + 1}: {trace[i]:.6g} -> {trace[i + 1]:.6g} "
+                f"({bad.size} increases in {trace.size} updates); asynchronous updates "
+                "with a zero diagonal never raise the energy",
+                float(rise[i]),
+                (i + 1,),
+            )
         return Comparison(True)
 
 
@@ -118,8 +128,16 @@ class FixedPoints(Check):
     the reference's constant value. The reference must agree that every probe is fixed (else: plan bug).
     """
 
-    def __init__(self, kind: str = "fixed points", *, probes: str, state_arg: str, zero_args: tuple[str, ...] = (),
-                 select: int = 0, trace: int | None = 1):
+    def __init__(
+        self,
+        kind: str = "fixed points",
+        *,
+        probes: str,
+        state_arg: str,
+        zero_args: tuple[str, ...] = (),
+        select: int = 0,
+        trace: int | None = 1,
+    ):
         self.kind, self.probes, self.state_arg, self.zero_args = kind, probes, state_arg, zero_args
         self.select, self.trace = select, trace
 
@@ -141,27 +159,43 @@ class FixedPoints(Check):
 
     def judge(self, fn, case, expected, replies):
         state_name = output_name(fn, self.select)
-        for k, (probe, trace, reply) in enumerate(zip(expected["probes"], expected["traces"], replies, strict=True)):
+        for k, (probe, trace, reply) in enumerate(
+            zip(expected["probes"], expected["traces"], replies, strict=True)
+        ):
             got, failed = _picked(fn, reply, self.select)
             if failed:
                 return failed
-            c = compare_array(state_name, probe.astype(case.dtype), got, EXACT, dtype=case.dtype,
-                              reveal=case.visibility == "public")
+            c = compare_array(
+                state_name,
+                probe.astype(case.dtype),
+                got,
+                EXACT,
+                dtype=case.dtype,
+                reveal=case.visibility == "public",
+            )
             if not c.ok:
-                return Comparison(False, f"stored pattern {k} is not a fixed point: {c.message}", c.max_abs_error,
-                                  c.where)
+                return Comparison(
+                    False, f"stored pattern {k} is not a fixed point: {c.message}", c.max_abs_error, c.where
+                )
             if self.trace is not None:
                 got_trace, failed = _picked(fn, reply, self.trace)
-                c = compare_tree(output_name(fn, self.trace), trace, got_trace, fn.tol(case.dtype),
-                                 dtype=case.dtype, reveal=case.visibility == "public")
+                c = compare_tree(
+                    output_name(fn, self.trace),
+                    trace,
+                    got_trace,
+                    fn.tol(case.dtype),
+                    dtype=case.dtype,
+                    reveal=case.visibility == "public",
+                )
                 if not c.ok:
-                    return Comparison(False, f"recall from stored pattern {k}: {c.message}", c.max_abs_error,
-                                      c.where)
+                    return Comparison(
+                        False, f"recall from stored pattern {k}: {c.message}", c.max_abs_error, c.where
+                    )
         return Comparison(True)
 
 
 class StableUnderSignRule(Check):
-    """The student's weights (fn's output) keep every row of input `patterns_arg` fixed under the sign rule."""
+    """The returned weights keep every row of input `patterns_arg` fixed under the sign rule."""
 
     def __init__(self, kind: str = "patterns stable", *, patterns_arg: str):
         self.kind, self.patterns_arg = kind, patterns_arg
@@ -171,8 +205,10 @@ class StableUnderSignRule(Check):
         W = reference(upcast(patterns))
         fields = upcast(patterns) @ W.T  # (P, N)
         stable = torch.all(torch.where(fields > 0, 1.0, -1.0).to(W.dtype) == upcast(patterns), dim=1)
-        return [Call(fn.name, ordered_args(fn, case))], {"patterns": to_numpy(patterns),
-                                                          "stable": to_numpy(stable)}
+        return [Call(fn.name, ordered_args(fn, case))], {
+            "patterns": to_numpy(patterns),
+            "stable": to_numpy(stable),
+        }
 
     def judge(self, fn, case, expected, replies):
         got, failed = _picked(fn, replies[0], None)
@@ -181,15 +217,20 @@ class StableUnderSignRule(Check):
         X = expected["patterns"].astype(np.float64)
         N = X.shape[1]
         if not isinstance(got, Received) or tuple(got.array.shape) != (N, N):
-            return Comparison(False, f"{output_name(fn, None)} is {describe(got)}, expected a tensor of shape {(N, N)}")
+            return Comparison(
+                False, f"{output_name(fn, None)} is {describe(got)}, expected a tensor of shape {(N, N)}"
+            )
         W = got.array.astype(np.float64)
         if not np.isfinite(W).all():
             return Comparison(False, f"{output_name(fn, None)} contains NaN or infinity")
         moved = np.where(X @ W.T > 0, 1.0, -1.0) != X  # (P, N)
         for k in np.flatnonzero(np.asarray(expected["stable"])):
             if moved[k].any():
-                return Comparison(False, f"stored pattern {int(k)} is not a fixed point of the returned weights: "
-                                         f"one update flips {int(moved[k].sum())} of {N} units")
+                return Comparison(
+                    False,
+                    f"stored pattern {int(k)} is not a fixed point of the returned weights: "
+                    f"one update flips {int(moved[k].sum())} of {N} units",
+                )
         return Comparison(True)
 
 
