@@ -229,13 +229,14 @@ class FuturePerturbationCheck(Check):
         if leaks:
             leaks.sort(key=lambda x: (x[0], x[1]))
             t, s, by, name = leaks[0]
-            more = ", ".join(f"t={lt}<-t={ls}" for lt, ls, _, _ in leaks[1:4])
-            n_pairs = len({(lt, ls) for lt, ls, _, _ in leaks})
+            pairs = sorted({(lt, ls) for lt, ls, _, _ in leaks})
+            more = ", ".join(f"t={lt}<-t={ls}" for lt, ls in pairs if (lt, ls) != (t, s))
+            n_pairs = len(pairs)
             return Comparison(
                 False,
                 f"{name} at t={t} changes when {what} at t={s} changes (by {by:.2g}): position {t} sees the "
                 f"future; {n_pairs} of {T * (T - 1) // 2} (earlier, later) pairs leak"
-                + (f" (also {more})" if more else ""),
+                + (f" (also {more[:80]}{'...' if len(more) > 80 else ''})" if more else ""),
                 by,
                 (t, s),
             )

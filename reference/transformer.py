@@ -157,8 +157,9 @@ def gpt_forward(
         logits = LN_f(x_L) W_head^T
 
     Shapes: tokens (B, T) int64 in [0, V), wte (V, D), wpe (T_max, D) with T <= T_max, blocks a list of L
-    dicts keyed by BLOCK_WEIGHTS (shapes as in gpt_block), norm_f_* (D,), lm_head_weight (V, D),
-    n_heads an int -> logits (B, T, V).
+    dicts keyed by gpt_block's weight names ("norm1_weight", "norm1_bias", "in_proj_weight", ...,
+    "linear2_bias"; shapes as in gpt_block), norm_f_* (D,), lm_head_weight (V, D), n_heads an int
+    -> logits (B, T, V).
     """
     T = tokens.shape[1]
     x = wte[tokens] + wpe[:T]  # (B, T, D)
