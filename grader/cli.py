@@ -125,5 +125,31 @@ def list_cmd() -> None:
             click.echo(f"{name:12s} (broken plan: {e})")
 
 
+# ------------------------------------------------------------------------------------ instructors' workflow
+# release / autograde / gradescope / collect / export / report (grader/release.py, gradescope.py, roster.py,
+# exports.py, classreport.py)
+
+
+@main.command("release")
+@click.argument("assignment")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Folder to write it to.")
+@click.option("--format", "fmt", type=click.Choice(["py", "ipynb"]), default="py", show_default=True,
+              help="Hand out a .py template or a notebook.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is not empty.")
+def release_cmd(assignment: str, out: Path, fmt: str, overwrite: bool) -> None:
+    """Build what students get: template, handout, public cases, self-check; no reference, no secret."""
+    from grader.release import release
+
+    try:
+        r = release(assignment, out, fmt=fmt, overwrite=overwrite)
+    except SeqgradeError as e:
+        raise _fail(e) from None
+    for note in r.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"Released {assignment} to {r.out}/ ({len(r.files)} files): students edit "
+               f"{r.student_file.name}, install ./seqgrade-check, run `seqgrade check {assignment} "
+               f"{r.student_file.name}`.")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
