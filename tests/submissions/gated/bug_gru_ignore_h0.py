@@ -1,0 +1,45 @@
+"""Bug: gru_forward starts from zeros instead of h0."""
+
+import torch
+
+
+def lstm_step(x_t, h_prev, c_prev, W_ih, W_hh, b_ih, b_hh):
+    gates = x_t @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_t = torch.sigmoid(f) * c_prev + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c_t), c_t
+
+
+def lstm_forward(x, h0, c0, W_ih, W_hh, b_ih, b_hh):
+    h, c = h0, c0
+    hs = []
+    for t in range(x.shape[1]):
+        gates = x[:, t] @ W_ih.T + b_ih + h @ W_hh.T + b_hh
+        i, f, g, o = gates.chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        hs.append(h)
+    return torch.stack(hs, dim=1), (h, c)
+
+
+def gru_step(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+    i_r, i_z, i_n = (x_t @ W_ih.T + b_ih).chunk(3, dim=1)
+    h_r, h_z, h_n = (h_prev @ W_hh.T + b_hh).chunk(3, dim=1)
+    r = torch.sigmoid(i_r + h_r)
+    z = torch.sigmoid(i_z + h_z)
+    n = torch.tanh(i_n + r * h_n)
+    return (1 - z) * n + z * h_prev
+
+
+def gru_forward(x, h0, W_ih, W_hh, b_ih, b_hh):
+    h = torch.zeros_like(h0)
+    hs = []
+    for t in range(x.shape[1]):
+        i_r, i_z, i_n = (x[:, t] @ W_ih.T + b_ih).chunk(3, dim=1)
+        h_r, h_z, h_n = (h @ W_hh.T + b_hh).chunk(3, dim=1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        h = (1 - z) * n + z * h
+        hs.append(h)
+    return torch.stack(hs, dim=1), h

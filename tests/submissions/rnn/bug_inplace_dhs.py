@@ -1,0 +1,44 @@
+"""Bug: rnn_backward accumulates into its input dhs in place (dhs[:, t] += ...): values right, input
+changed."""
+
+import torch
+
+
+def rnn_step(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+    return torch.tanh(x_t @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh)
+
+
+def rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh):
+    h = h0
+    hs = []
+    for t in range(x.shape[1]):
+        h = torch.tanh(x[:, t] @ W_ih.T + b_ih + h @ W_hh.T + b_hh)
+        hs.append(h)
+    return torch.stack(hs, dim=1), h
+
+
+def rnn_backward(dhs, x, h0, W_ih, W_hh, b_ih, b_hh):
+    h = h0
+    hs = []
+    for t in range(x.shape[1]):
+        h = torch.tanh(x[:, t] @ W_ih.T + b_ih + h @ W_hh.T + b_hh)
+        hs.append(h)
+    dx = torch.zeros_like(x)
+    dW_ih, dW_hh, db = torch.zeros_like(W_ih), torch.zeros_like(W_hh), torch.zeros_like(b_ih)
+    dh_next = torch.zeros_like(h0)
+    for t in reversed(range(x.shape[1])):
+        h_prev = hs[t - 1] if t > 0 else h0
+        dhs[:, t] += dh_next
+        da = dhs[:, t] * (1 - hs[t] ** 2)
+        dW_ih = dW_ih + da.T @ x[:, t]
+        dW_hh = dW_hh + da.T @ h_prev
+        db = db + da.sum(0)
+        dx[:, t] = da @ W_ih
+        dh_next = da @ W_hh
+    return {"x": dx, "h0": dh_next, "W_ih": dW_ih, "W_hh": dW_hh, "b_ih": db, "b_hh": db.clone()}
+
+
+def clip_grad_norm(grads, max_norm):
+    total = torch.sqrt(sum((g * g).sum() for g in grads))
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    return [g * coef for g in grads], total

@@ -1,0 +1,332 @@
+"""Grade real `rnn` submissions on the hidden cases: correct ones in several styles get full marks, and each
+classic bug (one file each in tests/submissions/rnn/) loses points in the check that names it, while the
+other functions keep theirs. Then the `seqgrade` command line, through click's CliRunner.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import ROOT, SUBMISSIONS, describe, lost_functions
+
+from grader.cli import main
+from grader.plan import label, load_plan
+
+PLAN = load_plan("rnn")
+FOLDER = SUBMISSIONS / "rnn"
+POINTS = {f.name: f.points for f in PLAN.functions}
+
+
+def clip_labels(above: bool, several: bool | None = None) -> list[str]:
+    """Labels of the hidden clip cases above (or below) the threshold, with several tensors or one."""
+    return [
+        re.escape(label(p))
+        for p in PLAN.function("clip_grad_norm").hidden
+        if (p["_ratio"] > 1) == above and (several is None or (len(p["shapes"]) > 1) == several)
+    ]
+
+
+def clip(labels: list[str], dtype: str = "float(32|64)") -> str:
+    assert labels, "the plan has no such clip case"
+    return rf"clip_grad_norm: forward \(hidden, {dtype}, ({'|'.join(labels)})\)"
+
+
+@dataclass(frozen=True)
+class Bug:
+    """What grading a buggy file must show.
+
+    lost: the functions that lose points -> their exact score, or None for "less than full"; every
+          other function keeps all its points.
+    fails: (entry-name regex, message fragment): at least one entry matches and fails, and every failing
+           entry that matches says the fragment.
+    passes: entry-name regexes whose entries (at least one) all pass: the bug is caught by the right check.
+    """
+
+    lost: dict[str, float | None]
+    fails: tuple[tuple[str, str], ...]
+    passes: tuple[str, ...] = field(default_factory=tuple)
+
+
+F64 = r"\(hidden, float64, "
+SHAPE_MSG = "could not differentiate the outputs: ValueError: an output has shape"
+NO_GRAD = "no gradient reaches"
+
+BUGS: dict[str, Bug] = {
+    "bug_time_major": Bug(
+        {"rnn_forward": 0.0},
+        (
+            ("rnn_forward: forward " + F64 + "B=3 T=5 ", "hs has shape (5, 3, 6), expected (3, 5, 6)"),
+            ("rnn_forward: forward", "hs has shape"),
+            ("rnn_forward: gradients", SHAPE_MSG),
+        ),
+    ),
+    "bug_whh_not_transposed": Bug(
+        {"rnn_forward": 0.0},
+        (("rnn_forward: forward", "hs: max abs error"), ("rnn_forward: gradients", "gradient wrong: d/dx")),
+    ),
+    "bug_no_b_hh": Bug(
+        {"rnn_step": 0.0},
+        (("rnn_step: forward", "h_t: max abs error"), ("rnn_step: gradients", "gradient wrong")),
+    ),
+    "bug_ignore_h0": Bug(
+        {"rnn_forward": 0.0},
+        (("rnn_forward: forward", "hs: max abs error"), ("rnn_forward: gradients", "gradient wrong")),
+    ),
+    "bug_t_minus_1": Bug(
+        {"rnn_forward": 0.0},
+        (
+            ("rnn_forward: forward " + F64 + "B=3 T=5 ", "hs has shape (3, 4, 6), expected (3, 5, 6)"),
+            (r"rnn_forward: .*T=1\b", "RuntimeError: stack expects a non-empty TensorList"),
+        ),
+    ),
+    "bug_hs_includes_h0": Bug(
+        {"rnn_forward": 0.0},
+        (
+            ("rnn_forward: forward " + F64 + "B=3 T=5 ", "hs has shape (3, 6, 6), expected (3, 5, 6)"),
+            ("rnn_forward: gradients", SHAPE_MSG),
+        ),
+    ),
+    "bug_hT_first": Bug(
+        {"rnn_forward": 3 * 4 / 16},  # right only on the T = 1 case: 4 of 16 entries
+        (("rnn_forward: forward", "h_T: max abs error"),),
+        passes=(r"rnn_forward: .*T=1\b",),
+    ),
+    "bug_detach": Bug(
+        {"rnn_forward": 1.5},
+        (("rnn_forward: gradients", NO_GRAD + " x:"),),
+        passes=("rnn_forward: forward",),
+    ),
+    "bug_data": Bug(
+        {"rnn_step": 1.0},
+        (("rnn_step: gradients", NO_GRAD + " x_t:"),),
+        passes=("rnn_step: forward",),
+    ),
+    "bug_numpy": Bug(
+        {"rnn_forward": 1.5},
+        (("rnn_forward: gradients", NO_GRAD),),
+        passes=("rnn_forward: forward",),
+    ),
+    "bug_inplace_dhs": Bug(
+        {"rnn_backward": 2.0},
+        (
+            ("rnn_backward: inputs unchanged", "rnn_backward modified its input dhs in place"),
+            ("rnn_backward: inputs unchanged", "50%"),
+        ),
+        passes=("rnn_backward: forward",),
+    ),
+    "bug_clip_inplace": Bug(
+        {"clip_grad_norm": 0.5},
+        (("clip_grad_norm: inputs unchanged", "in place"),),
+        passes=("clip_grad_norm: forward",),
+    ),
+    "bug_float32": Bug(
+        {"rnn_step": None},
+        (("rnn_step: forward " + F64, "h_t has dtype torch.float32, expected torch.float64"),),
+        passes=(r"rnn_step: \w+ \(hidden, float32",),
+    ),
+    "bug_autograd_backward": Bug(
+        {"rnn_backward": 0.0},
+        (
+            ("rnn_backward: banned APIs", "uses torch.autograd.grad"),
+            ("rnn_backward: banned APIs", "forfeited"),
+        ),
+        passes=("rnn_backward: forward",),  # the values are right: the ban alone costs the points
+    ),
+    "bug_dot_backward": Bug(
+        {"rnn_backward": 0.0},
+        (("rnn_backward: banned APIs", "torch.Tensor.backward"),),
+        passes=("rnn_backward: forward",),
+    ),
+    "bug_nn_rnn": Bug(
+        {"rnn_forward": 0.0},
+        (("rnn_forward: banned APIs", "uses torch.nn.RNN"), ("rnn_forward: banned APIs", "forfeited")),
+        passes=("rnn_forward: forward",),
+    ),
+    "bug_vf": Bug(
+        {"rnn_forward": 0.0},
+        (("rnn_forward: banned APIs", "torch._VF"),),
+        passes=("rnn_forward: forward", "rnn_forward: gradients"),
+    ),
+    "bug_clip_no_eps": Bug(
+        {"clip_grad_norm": None},
+        ((clip(clip_labels(above=True), "float64"), "clipped[0]: max abs error"),),
+        passes=(clip(clip_labels(above=False)),),
+    ),
+    "bug_clip_always": Bug(
+        {"clip_grad_norm": 0.5},
+        ((clip(clip_labels(above=False)), "clipped[0]: max abs error"),),
+        passes=(clip(clip_labels(above=True)),),
+    ),
+    "bug_clip_per_tensor": Bug(
+        {"clip_grad_norm": None},
+        ((clip(clip_labels(above=True, several=True)), "max abs error"),),
+        passes=(clip(clip_labels(above=True, several=False)), clip(clip_labels(above=False))),
+    ),
+    "bug_clip_post_norm": Bug(
+        {"clip_grad_norm": 0.5},
+        ((clip(clip_labels(above=True)), "total_norm: max abs error"),),
+        passes=(clip(clip_labels(above=False)),),
+    ),
+    "bug_raises": Bug(
+        {"rnn_backward": 0.0},
+        (("rnn_backward: forward", "NotImplementedError: rnn_backward: BPTT by hand (rnn.py, line"),),
+    ),
+    "bug_missing": Bug(
+        {"clip_grad_norm": 0.0},
+        (("clip_grad_norm: forward", "clip_grad_norm is not defined"),),
+    ),
+}
+
+CORRECT = sorted(p.name for p in FOLDER.glob("correct_*.py"))
+
+
+def test_every_bug_file_has_an_expectation():
+    assert sorted(p.stem for p in FOLDER.glob("bug_*.py")) == sorted(BUGS)
+    assert len(CORRECT) >= 4
+
+
+def hidden_entry_count() -> int:
+    n = 0
+    for fn in PLAN.functions:
+        n += len(fn.hidden) * len(fn.dtypes) * len(fn.checks) + 1  # + "inputs unchanged"
+    return n
+
+
+@pytest.mark.parametrize("name", CORRECT)
+def test_correct_styles_get_full_marks(grade_hidden, name):
+    r = grade_hidden("rnn", FOLDER / name)
+    assert r.score == r.max_score == sum(POINTS.values()), describe(r)
+    assert all(t.passed for t in r.tests), describe(r)
+    assert len(r.tests) == hidden_entry_count()
+    assert not r.import_error
+    for t in r.tests:  # every entry is named after the function it grades
+        assert t.name.startswith(t.function + ": ")
+        assert t.kind == "inputs" or "(hidden, " in t.name
+
+
+@pytest.mark.parametrize("name", sorted(BUGS))
+def test_bug_loses_points_in_the_right_check(grade_hidden, name):
+    bug = BUGS[name]
+    r = grade_hidden("rnn", FOLDER / f"{name}.py")
+    why = describe(r)
+    assert not r.import_error, why
+    assert lost_functions(r) == set(bug.lost), why
+    for fn, (score, points) in r.functions.items():
+        want = bug.lost.get(fn, points)
+        if want is None:
+            assert score < points, why
+        else:
+            assert score == pytest.approx(want, abs=1e-6), f"{fn}: {score} != {want}\n{why}"
+    failing = [t for t in r.tests if not t.passed]
+    assert all(t.function in bug.lost for t in failing), why
+    for pattern, fragment in bug.fails:
+        matched = [t for t in failing if re.match(pattern, t.name)]
+        assert matched, f"no failing entry matches {pattern!r}\n{why}"
+        for t in matched:
+            assert fragment in t.message, f"{t.name}: {t.message!r} lacks {fragment!r}"
+    for pattern in bug.passes:
+        matched = [t for t in r.tests if re.match(pattern, t.name)]
+        assert matched, f"no entry matches {pattern!r}"
+        assert all(t.passed for t in matched), why
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+CORRECT_FILE = FOLDER / "correct_loops.py"
+BUGGY_FILE = FOLDER / "bug_whh_not_transposed.py"
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.mark.parametrize("args", [["--help"], ["check", "--help"], ["grade", "--help"], ["list", "--help"]])
+def test_help(runner, args):
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "Usage:" in r.output
+
+
+def test_list_names_rnn_and_gated(runner):
+    r = runner.invoke(main, ["list"])
+    assert r.exit_code == 0, r.output
+    assert re.search(r"^rnn\s+10 pts", r.output, re.M) and re.search(r"^gated\s+10 pts", r.output, re.M)
+
+
+def test_check_exit_codes(runner):
+    ok = runner.invoke(main, ["check", "rnn", str(CORRECT_FILE), "--timeout", "5"])
+    assert ok.exit_code == 0, ok.output
+    assert "FAIL" not in ok.output and "PASS  rnn_forward: forward (public, float64" in ok.output
+    assert "hidden cases" in ok.output
+    bad = runner.invoke(main, ["check", "rnn", str(BUGGY_FILE), "--timeout", "5"])
+    assert bad.exit_code == 1, bad.output
+    assert "FAIL  rnn_forward: forward (public, float64" in bad.output
+    assert "PASS  rnn_step: forward (public, float64" in bad.output
+
+
+def test_check_defaults_to_the_file_in_the_current_folder(runner, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(main, ["check", "rnn"])
+    assert r.exit_code == 1 and "no rnn.py or rnn.ipynb here" in r.output
+    (tmp_path / "rnn.py").write_bytes(CORRECT_FILE.read_bytes())
+    r = runner.invoke(main, ["check", "rnn"])
+    assert r.exit_code == 0, r.output
+
+
+def test_grade_writes_reports(runner, tmp_path):
+    subs = tmp_path / "class"
+    subs.mkdir()
+    (subs / "ann.py").write_bytes(CORRECT_FILE.read_bytes())
+    (subs / "ben.py").write_bytes(BUGGY_FILE.read_bytes())
+    out = tmp_path / "out"
+    r = runner.invoke(
+        main, ["grade", "rnn", str(subs), "--out", str(out), "--workers", "2", "--timeout", "5"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "Graded 2 submissions" in r.output
+    ann = json.loads((out / "ann.json").read_text())
+    ben = json.loads((out / "ben.json").read_text())
+    assert ann["score"] == ann["max_score"] == 10
+    assert ben["score"] == 7
+    for data in (ann, ben):
+        for t in data["tests"]:
+            assert {"name", "score", "max_score", "status", "output", "visibility"} <= set(t)
+            assert t["status"] in ("passed", "failed")
+    assert "rnn_forward" in (out / "ben.md").read_text()
+    book = pd.read_csv(out / "gradebook.csv").set_index("student")
+    assert sorted(book.index) == ["ann", "ben"]
+    assert book.loc["ann", "total"] == 10 and book.loc["ben", "total"] == 7
+    assert book.loc["ben", "rnn_forward"] == 0 and book.loc["ben", "rnn_backward"] == 4
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["check", "nosuch", "x.py"], "unknown assignment 'nosuch'"),
+        (["check", "rnn", "/no/such/file.py"], "no such file or directory"),
+        (["grade", "nosuch", ".", "--out", "OUT"], "unknown assignment 'nosuch'"),
+        (["grade", "rnn", "/no/such/folder", "--out", "OUT"], "no such file or directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(runner, tmp_path, args, fragment):
+    args = [str(tmp_path / a) if a == "OUT" else a for a in args]
+    r = runner.invoke(main, args)
+    assert r.exit_code != 0
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), r.output
+    assert fragment in lines[0]
+
+
+def test_examples_demo(grade_hidden):
+    """The demo's examples: correct gets full marks, buggy and broken lose points."""
+    examples = ROOT / "examples" / "rnn"
+    assert grade_hidden("rnn", examples / "correct.py").score == 10
+    assert grade_hidden("rnn", examples / "buggy.py").score < 10
+    assert grade_hidden("rnn", examples / "broken.py", timeout=1.0).score < 10
