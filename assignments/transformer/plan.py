@@ -117,7 +117,7 @@ def make_layer_norm(gen, p, dtype):
     B, T, D = p["B"], p["T"], p["D"]
     x = normal(gen, (B, T, D), 1.0, torch.float64)
     if p.get("_low"):
-        x[:, ::2] = normal(gen, (B, 1, 1), 0.2, torch.float64) + 1e-3 * x[:, ::2]
+        x[:, ::2] = normal(gen, (B, 1, 1), 0.05, torch.float64) + 1e-3 * x[:, ::2]
     return {
         "x": x.to(dtype),
         "weight": normal(gen, (D,), 0.3, dtype, 1.0),
