@@ -1,8 +1,8 @@
 """The long-memory task of the `memory` assignment and the fixed model graded on it.
 
-Task ("remember the first token"): a sequence of T = 60 tokens from a vocabulary of V = 8. The first token
-is a key k in {0, 1, 2, 3}; the other T - 1 tokens are distractors drawn uniformly from {4, 5, 6, 7}. The
-label is k: the model must carry one token's worth of information across 59 steps of noise.
+Task ("remember the first token"): a sequence of T = 60 tokens, each uniform over V = 4 symbols. The label is
+the first token: the model must carry it across 59 later tokens drawn from the same symbols, so it cannot
+tell the key by its value, only by its position, and must ignore everything after it.
 
 Model (fixed by the handout): one-hot inputs, one recurrent layer in torch.nn layout (nn.LSTM, nn.GRU or
 nn.RNN with tanh, batch_first=True, h0 = c0 = 0), and a linear read-out of the last hidden state:
@@ -26,7 +26,7 @@ from torch import Tensor
 from reference.gated import gru_forward, lstm_forward
 from reference.rnn import rnn_forward
 
-VOCAB = 8
+VOCAB = 4
 CLASSES = 4
 LENGTH = 60
 MAX_HIDDEN = 256
@@ -39,9 +39,8 @@ def make_batch(gen: torch.Generator, B: int, T: int = LENGTH) -> tuple[Tensor, T
 
     Shapes: -> tokens (B, T) int64, labels (B,) int64 (= tokens[:, 0]).
     """
-    labels = torch.randint(0, CLASSES, (B,), generator=gen)  # (B,)
-    noise = torch.randint(CLASSES, VOCAB, (B, T - 1), generator=gen)  # (B, T-1)
-    return torch.cat([labels[:, None], noise], dim=1), labels  # (B, T), (B,)
+    tokens = torch.randint(0, VOCAB, (B, T), generator=gen)  # (B, T)
+    return tokens, tokens[:, 0].clone()  # (B, T), (B,)
 
 
 def check_weights(weights: dict[str, Tensor]) -> str:
