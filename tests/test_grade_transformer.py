@@ -78,9 +78,14 @@ BUGS: dict[str, dict[str, tuple[str, str]]] = {
         BLOCK: ("forward", "y: max abs error"),
         GPT: ("forward", "logits: max abs error"),
     },
+    "banned_torch_sdpa": {
+        MHA: ("banned", "uses torch.nn.functional.scaled_dot_product_attention"),
+        BLOCK: ("banned", "uses torch.nn.functional.scaled_dot_product_attention"),
+        GPT: ("banned", "uses torch.nn.functional.scaled_dot_product_attention"),
+    },
 }
 # Bugs that are not about causality must not be reported as leaks.
-NOT_CAUSAL = ("bug_scale_d_model", "bug_unbiased_var", "bug_tanh_gelu")
+NOT_CAUSAL = ("bug_scale_d_model", "bug_unbiased_var", "bug_tanh_gelu", "banned_torch_sdpa")
 
 
 def test_every_submission_file_has_an_expectation() -> None:
