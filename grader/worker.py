@@ -1,18 +1,32 @@
 """The untrusted side: a zygote that forks workers, and the worker loop that runs student code.
 
-    grading process ──fork (before any secret/reference is loaded)──> zygote (torch imported, 1 thread)
-    grading process ──spawn request + socketpair fd──> zygote ──fork──> worker (one per submission)
+    grading process ──exec (clean environment)──> zygote: fresh interpreter, torch imported and warmed,
+                                                  1 thread, holds nothing of the grading process
+    grading process ──spawn request + 3 fds──> zygote ──fork──> monitor (root ns: sweeps, reports)
+                                                                  └─fork─> init (pid 1 of a new pid ns)
+                                                                             └─fork─> worker (confined)
     grading process <──wire messages (arrays only)──> worker
+    grading process <──status lines──────────────── monitor / init / worker (before student code runs)
 
-The zygote holds no reference, secret or expected output, so neither do the workers it forks. A worker
-receives only a submission's files (copied into its private directory) and the inputs of each call.
-It answers with plain arrays (grader.wire); everything it says is judged in the grading process.
+The zygote is a new interpreter started with exec, not a fork of the grading process: it never held a
+reference, the secret, expected outputs or the grading process's environment, whenever it is started.
+A worker receives only a submission's files (copied into its private directory) and the inputs of each
+call, confines itself (grader.sandbox) before any student code runs, and answers with plain arrays
+(grader.wire); everything it says is judged in the grading process.
+
+Status lines (text, one per line, on a pipe the student's code never holds):
+    init <pid>            the monitor forked the init: killing <pid> ends the worker and, with a pid
+                          namespace, every process the submission started
+    protections <json>    the worker's active protections, written before student code runs
+    fatal <text>          the worker could not confine itself (our fault: grading stops)
+    exit <status>         the worker's wait status, as the init saw it
+    done                  every process of the worker is gone (namespace ended, uid swept)
 
 Requests (wire messages, JSON part):
     {"op": "import", "module": "rnn"}                            -> {"ok", "functions" | "error"}
     {"op": "call", "function", "grad_wrt", "banned"} + tree {"args", "projection"}
-                                                                 -> {"ok", "error", "mutated", "banned", "seconds"}
-                                                                    + tree {"value", "grads"}
+                                                        -> {"ok", "error", "mutated", "banned", "seconds"}
+                                                           + tree {"value", "grads"}
 """
 
 from __future__ import annotations
@@ -22,117 +36,381 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
 import traceback
 import types
+from pathlib import Path
 from typing import Any
 
 from grader import wire
+
+# Modules students legitimately use, imported in the zygote: once a worker has dropped to its own uid it
+# may be unable to read the interpreter's files (e.g. a pyenv Python under a 0700 /root).
+PREIMPORT = (
+    "abc",
+    "array",
+    "bisect",
+    "cmath",
+    "collections",
+    "collections.abc",
+    "contextlib",
+    "copy",
+    "dataclasses",
+    "decimal",
+    "enum",
+    "fractions",
+    "functools",
+    "heapq",
+    "itertools",
+    "json",
+    "math",
+    "numbers",
+    "operator",
+    "pprint",
+    "random",
+    "re",
+    "statistics",
+    "string",
+    "struct",
+    "textwrap",
+    "time",
+    "types",
+    "typing",
+    "typing_extensions",
+    "warnings",
+    "weakref",
+    "io",
+    "numpy",
+    "numpy.linalg",
+    "numpy.random",
+    "numpy.fft",
+    "torch",
+    "torch.nn",
+    "torch.nn.functional",
+    "torch.nn.init",
+    "torch.nn.utils",
+    "torch.nn.utils.rnn",
+    "torch.nn.utils.parametrize",
+    "torch.autograd",
+    "torch.autograd.functional",
+    "torch.linalg",
+    "torch.fft",
+    "torch.special",
+    "torch.distributions",
+    "torch.optim",
+    "torch.utils.data",
+    "torch.func",
+)
 
 
 # ----------------------------------------------------------------------------------------------- zygote
 
 
 class Zygote:
-    """A warmed, single-threaded process that forks one worker per request."""
+    """A warmed, single-threaded interpreter that forks one worker per request.
+
+    `start` returns at once; the zygote imports torch concurrently with the caller's own work and the
+    first `spawn` waits for it to be ready.
+    """
 
     def __init__(self) -> None:
         self.pid: int | None = None
         self.sock: socket.socket | None = None
+        self.proc: subprocess.Popen | None = None
         self.lock = threading.Lock()  # one spawn request at a time on the control socket
+        self.ready = False
+        self.protections: list[str] = []  # of the latest worker (set by grader.runner)
 
     def start(self) -> Zygote:
-        import numpy  # noqa: F401  (warm: the workers inherit these imports)
-        import torch
-
-        torch.set_num_threads(1)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        root = str(Path(__file__).resolve().parent.parent)
+        code = (
+            f"import sys; sys.path.insert(0, {root!r}); import grader.worker as w; "
+            f"w.zygote_entry({child.fileno()}, {root!r})"
+        )
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "LANG": "C.UTF-8",
+            "PYTHONHASHSEED": "0",
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
         sys.stdout.flush()
         sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:  # zygote
-            try:
-                parent.close()
-                _zygote_main(child)
-            finally:
-                os._exit(0)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-s", "-c", code],
+            pass_fds=[child.fileno()],
+            cwd="/",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            close_fds=True,
+        )
         child.close()
-        self.pid, self.sock = pid, parent
+        self.pid, self.sock = self.proc.pid, parent
         return self
 
-    def spawn(self, workdir: str, config: dict[str, Any]) -> tuple[int, socket.socket, int]:
-        """Fork a worker in `workdir`; returns (pid, socket to it, read end of its stdout/stderr pipe)."""
+    def _wait_ready(self) -> None:
+        if self.ready:
+            return
+        assert self.sock is not None, "zygote not started"
+        buf = b""
+        while not buf.endswith(b"\n"):
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise RuntimeError("the zygote process died while starting (see its output above)")
+            buf += chunk
+        hello = json.loads(buf.decode())
+        if not hello.get("ready"):
+            raise RuntimeError(f"the zygote could not start: {hello.get('error')}")
+        self.ready = True
+
+    def spawn(self, workdir: str, config: dict[str, Any]) -> tuple[int, socket.socket, int, int]:
+        """Fork a worker in `workdir`. Returns (monitor pid, socket to the worker, read end of its
+        stdout/stderr pipe, read end of its status pipe)."""
         assert self.sock is not None, "zygote not started"
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
+        st_r, st_w = os.pipe()
         request = json.dumps({"workdir": workdir, "config": config}).encode()
         try:
             with self.lock:
-                socket.send_fds(self.sock, [request], [theirs.fileno(), out_w])
+                self._wait_ready()
+                socket.send_fds(self.sock, [request], [theirs.fileno(), out_w, st_w])
                 data = self.sock.recv(64)
+        except BaseException:
+            ours.close()
+            os.close(out_r)
+            os.close(st_r)
+            raise
         finally:
             theirs.close()
             os.close(out_w)
+            os.close(st_w)
         if not data:
+            ours.close()
+            os.close(out_r)
+            os.close(st_r)
             raise RuntimeError("the zygote process died")
-        return int(data.decode()), ours, out_r
+        return int(data.decode()), ours, out_r, st_r
 
     def stop(self) -> None:
         if self.sock is not None:
             self.sock.close()
             self.sock = None
-        if self.pid is not None:
+        if self.proc is not None:
             try:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-            self.pid = None
+                self.proc.wait(timeout=5)  # it exits on the control socket's end; monitors sweep first
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+        self.pid = None
 
 
-def _zygote_main(control: socket.socket) -> None:
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # workers are reaped automatically
+def zygote_entry(fd: int, root: str) -> None:
+    """The zygote's main (a fresh interpreter): warm up, hide the grader's own trees, serve spawn requests."""
+    from grader import sandbox
+
+    control = socket.socket(fileno=fd)
+    sandbox.set_pdeathsig()  # the grading process died: so do we (and our monitors, through theirs)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the grading process's to handle
+    try:
+        _warm()
+        _hide_grader(root)
+    except BaseException as e:  # noqa: BLE001
+        control.sendall(json.dumps({"ready": False, "error": f"{type(e).__name__}: {e}"}).encode() + b"\n")
+        os._exit(1)
+    control.sendall(json.dumps({"ready": True}).encode() + b"\n")
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped automatically
+    try:
+        _zygote_loop(control)
+    finally:
+        os._exit(0)
+
+
+def _warm() -> None:
+    """Import what students use and run a little of everything once, so lazy imports happen here."""
+    import importlib
+
+    import torch
+
+    torch.set_num_threads(1)  # before the first op: a forked multi-threaded torch hangs
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:
+        pass
+    for name in PREIMPORT:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass
+    import numpy as np
+    import torch.nn.functional as F  # noqa: N812
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    for cell in (torch.nn.RNN(4, 5), torch.nn.LSTM(4, 5), torch.nn.GRU(4, 5)):
+        cell.double()(x)[0].sum().backward()
+    mha = torch.nn.MultiheadAttention(4, 2, batch_first=True).double()
+    y = mha(x, x, x, need_weights=True)[0]
+    y = F.scaled_dot_product_attention(x, x, x, is_causal=True) + y
+    y = F.layer_norm(y, (4,)) + torch.einsum("btd,btd->bt", y, y)[..., None]
+    loss = F.cross_entropy(y.reshape(-1, 4), torch.zeros(6, dtype=torch.long)) + F.mse_loss(y, y.detach())
+    loss = loss + torch.linalg.vector_norm(y) + y.softmax(-1).log_softmax(-1).sum() + torch.tanh(y).sum()
+    torch.autograd.grad(loss, x, create_graph=True)
+    torch.multinomial(torch.ones(4), 2, generator=g)
+    torch.topk(torch.arange(5.0), 2)
+    torch.nn.utils.rnn.pack_padded_sequence(x.detach(), torch.tensor([3, 2]), batch_first=True)
+    opt = torch.optim.Adam([torch.zeros(2, requires_grad=True)])
+    opt.step()
+    list(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 2)), batch_size=2))
+    np.linalg.norm(np.ones(3))
+    np.random.default_rng(0).normal(size=3)
+    try:
+        raise ZeroDivisionError
+    except ZeroDivisionError as e:  # traceback formatting imports linecache & co.
+        traceback.extract_tb(e.__traceback__)
+
+
+def _hide_grader(root: str) -> None:
+    """Take the grader's checkout off the import machinery (an editable install maps `reference` to it)."""
+    for finder in list(sys.meta_path):
+        if type(finder).__module__.startswith("__editable__") or getattr(finder, "__module__", "").startswith(
+            "__editable__"
+        ):
+            sys.meta_path.remove(finder)
+    sys.path_hooks[:] = [
+        h for h in sys.path_hooks if not getattr(h, "__module__", "").startswith("__editable__")
+    ]
+    sys.path[:] = [p for p in sys.path if p and p != root and not p.startswith("__editable__")]
+    sys.path_importer_cache.clear()
+    for name in list(sys.modules):
+        if name.split(".")[0] in ("reference", "assignments", "student_template"):
+            del sys.modules[name]
+
+
+def _zygote_loop(control: socket.socket) -> None:
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
+            msg, fds, _, _ = socket.recv_fds(control, 1 << 16, 3)
         except OSError:
             return
         if not msg:
             return
+        if len(fds) != 3:
+            for fd in fds:
+                os.close(fd)
+            control.sendall(b"0")
+            continue
         req = json.loads(msg.decode())
         pid = os.fork()
-        if pid == 0:  # worker
-            code = 70
+        if pid == 0:  # monitor
             try:
                 control.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                os.setsid()
-                code = _worker_main(fds[0], fds[1], req["workdir"], req.get("config", {}))
+                _monitor(fds, req["workdir"], req.get("config", {}))
             finally:
-                os._exit(code)
+                os._exit(0)
         for fd in fds:
             os.close(fd)
         control.sendall(str(pid).encode())
 
 
+def _status(fd: int, line: str) -> None:
+    try:
+        os.write(fd, (line.replace("\n", " ")[:3000] + "\n").encode())
+    except OSError:
+        pass
+
+
+def _monitor(fds: list[int], workdir: str, config: dict[str, Any]) -> None:
+    """Root-namespace side of one worker: new namespaces, the init, then the sweep and the last word."""
+    from grader import sandbox
+
+    sock_fd, out_fd, st_fd = fds
+    sandbox.set_pdeathsig()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    os.setsid()
+    uid = config.get("uid")
+    if uid is not None and os.geteuid() == 0:
+        sandbox.sweep_uid(int(uid))  # leftovers of a grader that was killed
+    sandbox.set_child_subreaper()  # without a pid namespace, orphans come back to us
+    namespaces = sandbox.enter_namespaces(config)
+    init = os.fork()
+    if init == 0:
+        try:
+            _init(sock_fd, out_fd, st_fd, workdir, dict(config, namespaces=namespaces))
+        finally:
+            os._exit(0)
+    os.close(sock_fd)
+    os.close(out_fd)
+    _status(st_fd, f"init {init}")
+    os.waitpid(init, 0)
+    if uid is not None and os.geteuid() == 0:
+        sandbox.sweep_uid(int(uid))
+    sandbox.kill_children()
+    _status(st_fd, "done")
+    os.close(st_fd)
+
+
+def _init(sock_fd: int, out_fd: int, st_fd: int, workdir: str, config: dict[str, Any]) -> None:
+    """Pid 1 of the worker's namespace (when there is one): reaps everything, reports the worker's end.
+    When it exits the kernel kills every process left in the namespace."""
+    from grader import sandbox
+
+    sandbox.set_pdeathsig()
+    worker = os.fork()
+    if worker == 0:
+        code = 70
+        try:
+            code = _worker_main(sock_fd, out_fd, st_fd, workdir, config)
+        finally:
+            os._exit(code)
+    os.close(sock_fd)
+    os.close(out_fd)
+    while True:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            return
+        if pid == worker:
+            _status(st_fd, f"exit {status}")
+            return
+
+
 # ----------------------------------------------------------------------------------------------- worker
 
 
-def _worker_main(sock_fd: int, out_fd: int, workdir: str, config: dict[str, Any]) -> int:
+def _worker_main(sock_fd: int, out_fd: int, st_fd: int, workdir: str, config: dict[str, Any]) -> int:
+    from grader import sandbox
+
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.setsid()
+    null = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
     os.dup2(out_fd, 1)
     os.dup2(out_fd, 2)
     os.close(out_fd)
+    keep = sorted({0, 1, 2, sock_fd, st_fd})
+    for lo, hi in zip(keep, keep[1:] + [1 << 16], strict=True):
+        os.closerange(lo + 1, hi)
+    try:
+        active = list(config.get("namespaces", [])) + sandbox.confine(workdir, config)
+    except BaseException as e:  # noqa: BLE001 - a half-confined worker must not run student code
+        _status(st_fd, f"fatal {type(e).__name__}: {e}")
+        return 71
+    _status(st_fd, "protections " + json.dumps(active))
+    os.close(st_fd)
     sock = socket.socket(fileno=sock_fd)
-    from grader import sandbox
-
-    sandbox.confine(workdir, config)
     os.chdir(workdir)
     sys.path.insert(0, workdir)
     sys.argv = [os.path.join(workdir, "submission")]
+    sys.dont_write_bytecode = True
     tracer = Tracer()
     tracer.install(config.get("banned", []))
     worker = Worker(sock, tracer)
@@ -174,7 +452,9 @@ class Worker:
         try:
             data = wire.encode(body, tree)
         except Exception as e:  # a value we cannot encode is the student's problem, reported as such
-            data = wire.encode({"ok": False, "error": f"could not send the result back: {e.__class__.__name__}"})
+            data = wire.encode(
+                {"ok": False, "error": f"could not send the result back: {e.__class__.__name__}"}
+            )
         wire.send(self.sock, data)
 
     def do_import(self, module: str) -> dict[str, Any]:
@@ -314,7 +594,16 @@ class Tracer:
     their own process, so the grading process also scans the source (grader.banned).
     """
 
-    VF_KERNELS = ("rnn_tanh", "rnn_relu", "lstm", "gru", "rnn_tanh_cell", "rnn_relu_cell", "lstm_cell", "gru_cell")
+    VF_KERNELS = (
+        "rnn_tanh",
+        "rnn_relu",
+        "lstm",
+        "gru",
+        "rnn_tanh_cell",
+        "rnn_relu_cell",
+        "lstm_cell",
+        "gru_cell",
+    )
 
     def __init__(self) -> None:
         self.hits: set[str] = set()
@@ -369,11 +658,14 @@ class Tracer:
     def _wrap(self, dotted: str, original: Any) -> Any:
         tracer = self
         if isinstance(original, type):
+
             def __init__(self_inner, *a, **k):  # noqa: N807
                 tracer.record(dotted)
                 original.__init__(self_inner, *a, **k)
 
-            return type(original.__name__, (original,), {"__init__": __init__, "__module__": original.__module__})
+            return type(
+                original.__name__, (original,), {"__init__": __init__, "__module__": original.__module__}
+            )
 
         import functools
 
