@@ -151,5 +151,52 @@ def release_cmd(assignment: str, out: Path, fmt: str, overwrite: bool) -> None:
                f"{r.student_file.name}`.")
 
 
+@main.command("autograde")
+@click.argument("assignment")
+@click.argument("submission", type=click.Path(path_type=Path))
+@click.option("--results", "results", required=True, type=click.Path(path_type=Path),
+              help="Where to write Gradescope's results.json.")
+@click.option("--secret", "secret", type=click.Path(path_type=Path), default=None,
+              help="Secret file for hidden cases (default: $SEQGRADE_SECRET or ./.seqgrade/secret).")
+@click.option("--metadata", type=click.Path(path_type=Path), default=None,
+              help="Gradescope's submission_metadata.json (names the student).")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds allowed per call.")
+@click.option("--memory-mb", default=4096, show_default=True, help="Memory cap of the worker.")
+@click.option("--scrub", is_flag=True, help="Inside an autograder bundle only: delete the secret and the "
+              "reference once the hidden cases are prepared, before student code runs.")
+def autograde_cmd(assignment, submission, results, secret, metadata, timeout, memory_mb, scrub) -> None:
+    """Grade ONE submission on public and hidden cases into a Gradescope results.json."""
+    from grader.gradescope import autograde
+
+    try:
+        data = autograde(assignment, submission, results, secret_path=secret, timeout=timeout,
+                         memory_mb=memory_mb, metadata=metadata, scrub=scrub)
+    except SeqgradeError as e:
+        raise _fail(e) from None
+    failed = sum(t["status"] == "failed" for t in data["tests"])
+    click.echo(f"{data['score']:.2f} / {data['extra_data']['max_score']:g} points; {failed} of "
+               f"{len(data['tests'])} checks failed. Wrote {results}")
+
+
+@main.command("gradescope")
+@click.argument("assignment")
+@click.option("--out", "out", default=Path("autograder.zip"), show_default=True,
+              type=click.Path(path_type=Path), help="The zip to upload to Gradescope.")
+@click.option("--secret", "secret", type=click.Path(path_type=Path), default=None,
+              help="Secret file for hidden cases (default: $SEQGRADE_SECRET or ./.seqgrade/secret).")
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds allowed per call on Gradescope.")
+@click.option("--memory-mb", default=4096, show_default=True, help="Memory cap of the worker on Gradescope.")
+def gradescope_cmd(assignment, out, secret, timeout, memory_mb) -> None:
+    """Build the Gradescope autograder zip (setup.sh, run_autograder, grader, reference, secret)."""
+    from grader.gradescope import build_bundle
+
+    try:
+        path = build_bundle(assignment, out, secret_path=secret, timeout=timeout, memory_mb=memory_mb)
+    except SeqgradeError as e:
+        raise _fail(e) from None
+    click.echo(f"Wrote {path}: upload it as the autograder of a Gradescope programming assignment. It holds "
+               "the secret and the reference: keep it private.")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
