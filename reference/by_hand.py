@@ -9,8 +9,8 @@ The parity RNN is torch.nn.RNN's Elman layout with the sigmoid as activation, an
     h_t = sigmoid(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh),   h_0 = h0
     y_t = sigmoid(h_t W_out^T + b_out)                          should be x_1 XOR ... XOR x_t
 
-The graders run these on the student's weights, so any correct construction is accepted. The weights below
-are one construction: a gain k = 20 turns each sigmoid into a near step, sigmoid(+-10) = 1 - 4.5e-5 or 4.5e-5.
+The grader runs these on the student's weights, so any correct construction is accepted. Large weights turn
+each sigmoid into a near step: sigmoid(+-10) = 1 - 4.5e-5 or 4.5e-5.
 
 Shapes: B batch (rows of a truth table, or bit streams), T time, D inputs of a unit, H hidden units.
 """
@@ -152,13 +152,12 @@ def not_unit() -> tuple[Tensor, Tensor]:
 
 
 def parity_rnn() -> dict[str, Tensor]:
-    """Running parity with H = 2: h_1 = OR(x_t, p_{t-1}), h_2 = AND(x_t, p_{t-1}), p_t = h_1 AND NOT h_2.
+    """Weights of a sigmoid RNN whose output y_t is the parity of the bits x_1..x_t (any H from 1 to 64).
 
-    p_{t-1} is read off the previous state as h_1 - h_2 (which is 0 or 1), so the recurrent weights are
-    [+K, -K] for both units; the read-out fires when h_1 - h_2 = 1.
-
-    Shapes: -> W_ih (2, 1), W_hh (2, 2), b_ih (2,), b_hh (2,), W_out (1, 2), b_out (1,), h0 (2,).
+    Shapes: -> dict with W_ih (H, 1), W_hh (H, H), b_ih (H,), b_hh (H,), W_out (1, H), b_out (1,), h0 (H,).
     """
+    # H = 2: h_1 = OR(x_t, p_{t-1}), h_2 = AND(x_t, p_{t-1}), and p_t = h_1 AND NOT h_2. The previous parity
+    # is read off the state as h_1 - h_2 (0 or 1), so both units see it through the weights [+K, -K].
     return {
         "W_ih": torch.tensor([[K], [K]]),
         "W_hh": torch.tensor([[K, -K], [K, -K]]),
