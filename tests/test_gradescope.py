@@ -24,9 +24,8 @@ SECRET = "4f1d2c3b-test-secret-for-the-gradescope-bundle-0123456789"
 
 HOSTILE = """
 import os
-root = os.environ.get("AUTOGRADER_ROOT", "/autograder")
-paths = ("source/secret", "source/seqgrade/reference/rnn.py")
-seen = [p for p in paths if os.path.exists(os.path.join(root, p))]
+paths = ("source/secret", "source/seqgrade/reference/rnn.py", "source/seqgrade/reference/__init__.py")
+seen = [p for p in paths if os.path.exists(os.path.join(ROOT, p))]
 print("SEEN:" + ",".join(seen) if seen else "NOTHING-SEEN")
 """
 
@@ -43,8 +42,8 @@ def bundle(tmp_path_factory) -> Path:
     return out
 
 
-def run_bundle(bundle: Path, root: Path, submission: dict[str, str], metadata: dict | None = None) -> dict:
-    """Lay out `root` as Gradescope does, unpack the bundle into source/, run run_autograder, read results."""
+def layout(bundle: Path, root: Path, submission: dict[str, str], metadata: dict | None = None) -> Path:
+    """Lay out `root` as Gradescope does: the bundle unpacked in source/, the submission, results/."""
     (root / "submission").mkdir(parents=True)
     (root / "results").mkdir()
     with zipfile.ZipFile(bundle) as zf:
@@ -58,6 +57,10 @@ def run_bundle(bundle: Path, root: Path, submission: dict[str, str], metadata: d
         (root / "submission" / name).write_text(text)
     if metadata is not None:
         (root / "submission_metadata.json").write_text(json.dumps(metadata))
+    return root
+
+
+def run_autograder(root: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("SEQGRADE_SECRET", "PYTHONPATH")}
     env.update(AUTOGRADER_ROOT=str(root), SEQGRADE_PYTHON=sys.executable)
     proc = subprocess.run(
@@ -65,6 +68,10 @@ def run_bundle(bundle: Path, root: Path, submission: dict[str, str], metadata: d
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads((root / "results" / "results.json").read_text())
+
+
+def run_bundle(bundle: Path, root: Path, submission: dict[str, str], metadata: dict | None = None) -> dict:
+    return run_autograder(layout(bundle, root, submission, metadata))
 
 
 def assert_gradescope_conventions(data: dict) -> None:
@@ -148,7 +155,12 @@ def test_buggy_submission_same_hidden_scores_as_seqgrade_grade(bundle, tmp_path,
 
 
 def test_hostile_submission_cannot_see_secret_or_reference(bundle, tmp_path):
-    data = run_bundle(bundle, tmp_path / "autograder", {"rnn.py": HOSTILE})
+    root = tmp_path / "autograder"
+    code = f"ROOT = {str(root)!r}\n" + HOSTILE
+    layout(bundle, root, {"rnn.py": code})
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert probe.stdout.startswith("SEEN:source/secret,"), probe.stdout  # unprotected, the probe sees them
+    data = run_autograder(root)
     assert_gradescope_conventions(data)
     assert data["score"] == 0
     assert "NOTHING-SEEN" in data["extra_data"]["stdout_excerpt"], data["extra_data"]["stdout_excerpt"]
