@@ -23,7 +23,7 @@ import torch
 
 from grader.causal import output_name, pick, timed
 from grader.checks import Check, ordered_args, reply_failure, to_numpy, upcast
-from grader.compare import Comparison, compare_array, compare_values
+from grader.compare import Comparison, compare_array, compare_values, describe
 from grader.plan import Call, Case, Function, Plan, Reply
 from grader.wire import Received
 
@@ -110,63 +110,97 @@ class PaddingInvarianceCheck(Check):
         return [Call(fn.name, args), Call(fn.name, tuple(other[a] for a in fn.args))], expected
 
     def judge(self, fn: Function, case: Case, expected: Any, replies: list[Reply]) -> Comparison:
+        """In order: padded positions of `zero` outputs are 0; real positions do not move when the padding
+        changes; both answers equal the reference at real positions."""
         for r in replies:
             failed = reply_failure(fn, r)
             if failed:
                 return failed
         valid = np.asarray(expected["valid"], dtype=bool)
         T = int(expected["T"])
-        tol = fn.tol(case.dtype)
-        reveal = case.visibility == "public"
+        lengths = (T, T + self.extra)
+        changed = f"when the padding changes (new pad values, T {T} -> {T + self.extra})"
+        variants = ("with the original padding", changed)
         dims = {tuple(o.at): o.dim for o in self.outputs}
-        variants = (
-            "with the original padding",
-            f"when the padding changes (new pad values, T {T} -> {T + self.extra})",
-        )
-        for path in leaf_paths(expected["value"]):
-            want = np.asarray(pick(expected["value"], path))
-            name = output_name(fn, path)
-            dim = dims.get(path)
-            for variant, reply, length in zip(variants, replies, (T, T + self.extra), strict=True):
-                got = pick(reply.value, path)
+        paths = leaf_paths(expected["value"])
+        real: dict[tuple[int, tuple[Any, ...]], Any] = {}
+        for v, reply in enumerate(replies):
+            for path in paths:
+                got, msg = self._real(fn, case, expected, reply, path, dims.get(path), valid, lengths[v])
+                if msg:
+                    return Comparison(False, f"{variants[v]}: {msg}")
+                real[v, path] = got
+        tol = fn.tol(case.dtype)
+        for path in paths:
+            a, b = real[0, path], real[1, path]
+            if a.shape == b.shape and not compare_values("", a, b, tol, reveal=False).ok:
+                c = compare_values(output_name(fn, path), a, b, tol, reveal=False)
+                where = self._where(c, dims.get(path), valid)
+                size = f" by {c.max_abs_error:.2g} ({tol})" if c.max_abs_error is not None else ""
+                return Comparison(
+                    False,
+                    f"{output_name(fn, path)}{where} changes {changed}{size}: it reads the padding",
+                    c.max_abs_error,
+                )
+        reveal = case.visibility == "public"
+        for v in range(2):
+            for path in paths:
+                want = np.asarray(pick(expected["value"], path))
+                name = output_name(fn, path)
+                dim = dims.get(path)
                 if dim is None:
                     c = compare_array(
                         name,
                         want,
-                        got,
+                        pick(replies[v].value, path),
                         tol,
                         dtype=case.dtype if want.dtype.kind == "f" else None,
                         reveal=reveal,
                     )
-                    if not c.ok:
-                        return Comparison(False, f"{variant}: {c.message}", c.max_abs_error, c.where)
-                    continue
-                if not isinstance(got, Received):
-                    return Comparison(False, f"{variant}: {name} is not a tensor")
-                arr = got.array
-                shape = list(want.shape)
-                shape[dim] = length
-                if list(arr.shape) != shape:
-                    return Comparison(
-                        False, f"{variant}: {name} has shape {tuple(arr.shape)}, expected {tuple(shape)}"
+                else:
+                    c = compare_values(
+                        name, np.moveaxis(want, dim, 1)[valid], real[v, path], tol, reveal=reveal
                     )
-                got_t = np.moveaxis(arr, dim, 1)[:, :T]  # (B, T, ...)
-                want_t = np.moveaxis(want, dim, 1)
-                c = compare_values(name, want_t[valid], got_t[valid], tol, reveal=reveal)
                 if not c.ok:
-                    where = np.argwhere(valid)[c.where[0]].tolist() if c.where else None
-                    at = f" at real position [b, t] = {where}" if where else ""
-                    return Comparison(False, f"{variant}: {name}{at} is wrong: {c.message}", c.max_abs_error)
-                if path in self.zero:
-                    pads = np.moveaxis(arr, dim, 1)
-                    pad_mask = np.ones(pads.shape[:2], dtype=bool)
-                    pad_mask[:, :T] = ~valid
-                    bad = np.argwhere(pad_mask & (pads.reshape(pads.shape[:2] + (-1,)) != 0).any(-1))
-                    if len(bad):
-                        b, t = bad[0].tolist()
-                        return Comparison(
-                            False,
-                            f"{variant}: {name} is not 0 at the padded position [b, t] = [{b}, {t}]: "
-                            "padding must receive exactly zero weight",
-                        )
+                    where = self._where(c, dim, valid) if dim is not None else ""
+                    return Comparison(
+                        False, f"{variants[v]}: {name}{where} is wrong: {c.message}", c.max_abs_error
+                    )
         return Comparison(True)
+
+    def _real(self, fn, case, expected, reply, path, dim, valid, length) -> tuple[Any, str]:
+        """The output at `path` at real positions (whole if it has no padded axis), or an error message."""
+        want = np.asarray(pick(expected["value"], path))
+        name = output_name(fn, path)
+        got = pick(reply.value, path)
+        if not isinstance(got, Received):
+            if dim is None and isinstance(got, (int, float)) and want.ndim == 0:
+                return np.asarray(got, dtype=np.float64), ""
+            return None, f"{name} is {describe(got)}, expected a tensor"
+        arr = got.array
+        shape = list(want.shape)
+        if dim is not None:
+            shape[dim] = length
+        if list(arr.shape) != shape:
+            return None, f"{name} has shape {tuple(arr.shape)}, expected {tuple(shape)}"
+        if dim is None:
+            return arr, ""
+        moved = np.moveaxis(arr, dim, 1)  # (B, T', ...)
+        if tuple(path) in self.zero:
+            pad = np.ones(moved.shape[:2], dtype=bool)
+            pad[:, : valid.shape[1]] = ~valid
+            bad = np.argwhere(pad & (moved.reshape(moved.shape[:2] + (-1,)) != 0).any(-1))
+            if len(bad):
+                b, t = bad[0].tolist()
+                return None, (
+                    f"{name} is not 0 at the padded position [b, t] = [{b}, {t}]: padding must "
+                    "receive exactly zero weight (mask before the softmax)"
+                )
+        return moved[:, : valid.shape[1]][valid], ""
+
+    @staticmethod
+    def _where(c: Comparison, dim: int | None, valid: np.ndarray) -> str:
+        if dim is None or not c.where:
+            return ""
+        b, t = np.argwhere(valid)[c.where[0]].tolist()
+        return f" at the real position [b, t] = [{b}, {t}]"

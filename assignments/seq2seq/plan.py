@@ -126,13 +126,14 @@ def make_greedy(gen, p, dtype):
 # Crafted bigram tables (V = 6: PAD, BOS, EOS, a = 3, b = 4, c = 5): probabilities of the next token given the
 # previous one; the decoder built from a table ignores the source and its state (see bigram_params).
 TABLES: dict[str, dict[int, dict[int, float]]] = {
-    # the best first token (a) leads nowhere good: a beam that forgets the parent's score, or greedy, picks a
+    # b's children are likelier than a's, but a is likelier than b: a beam that forgets the parent's score
+    # keeps [b, c] at step 2 instead of [a, c]
     "parent": {
-        BOS: {3: 0.55, 4: 0.45},
-        3: {2: 0.25, 3: 0.25, 4: 0.25, 5: 0.25},
-        4: {2: 0.9, 5: 0.1},
-        5: {2: 0.6, 3: 0.4},
-        2: {3: 0.5, 4: 0.5},
+        BOS: {3: 0.5, 4: 0.3, 2: 0.2},
+        3: {3: 0.55, 5: 0.45},
+        4: {5: 0.7, 2: 0.3},
+        5: {2: 0.9, 3: 0.1},
+        2: {3: 1.0},
     },
     # EOS is likely at once and the table continues confidently after it: finished hypotheses must stay ended
     "ended": {
@@ -186,8 +187,8 @@ def bigram_params(table: dict[int, dict[int, float]], V: int, He: int, Hd: int, 
 def make_beam(gen, p, dtype):
     He, Hd, A = p["He"], p["Hd"], p["A"]
     src = make_source(gen, 1, p["S"], He, Hd, dtype)
-    if "_table" in p:
-        params = bigram_params(TABLES[p["_table"]], 6, He, Hd, A, dtype)
+    if "table" in p:
+        params = bigram_params(TABLES[p["table"]], 6, He, Hd, A, dtype)
     else:
         params = make_params(gen, p["V"], p["E"], He, Hd, A, dtype, p["_eos"])
     return {**src, "params": params, "beam_size": p["k"], "max_len": p["max_len"], "alpha": float(p["alpha"])}
@@ -222,11 +223,11 @@ BEAM = (
     {"k": 5, "max_len": 6, "alpha": 0.0, **BEAM_DIMS, "_eos": 0.0},
     {"k": 3, "max_len": 6, "alpha": 1.0, **BEAM_DIMS, "_eos": 1.0},
     {"k": 4, "max_len": 4, "alpha": 0.0, **BEAM_DIMS, "_eos": -1.0},
-    {"k": 3, "max_len": 5, "alpha": 0.0, **TABLE_DIMS, "_table": "parent"},
-    {"k": 3, "max_len": 4, "alpha": 0.0, **TABLE_DIMS, "_table": "ended"},
-    {"k": 3, "max_len": 5, "alpha": 0.0, **TABLE_DIMS, "_table": "length"},
-    {"k": 3, "max_len": 5, "alpha": 1.0, **TABLE_DIMS, "_table": "length"},
-    {"k": 2, "max_len": 4, "alpha": 0.0, **TABLE_DIMS, "_table": "ties"},
+    {"k": 3, "max_len": 5, "alpha": 0.0, **TABLE_DIMS, "table": "parent"},
+    {"k": 3, "max_len": 4, "alpha": 0.0, **TABLE_DIMS, "table": "ended"},
+    {"k": 3, "max_len": 5, "alpha": 0.0, **TABLE_DIMS, "table": "length"},
+    {"k": 3, "max_len": 5, "alpha": 1.0, **TABLE_DIMS, "table": "length"},
+    {"k": 2, "max_len": 4, "alpha": 0.0, **TABLE_DIMS, "table": "ties"},
 )
 
 SOURCE_PADDING = {"mask": "src_mask", "lengths": None}
