@@ -198,5 +198,24 @@ def gradescope_cmd(assignment, out, secret, timeout, memory_mb) -> None:
                "the secret and the reference: keep it private.")
 
 
+@main.command("report")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--submissions", type=click.Path(path_type=Path), default=None,
+              help="The graded submissions: adds code-similarity pairs.")
+@click.option("--threshold", default=0.8, show_default=True, help="Similarity (0..1) at which a pair is listed.")
+@click.option("--title", default=None, help="Page title.")
+def report_cmd(out: Path, submissions: Path | None, threshold: float, title: str | None) -> None:
+    """Write OUT/summary.html: histogram, pass rates, common failures, feedback links, similar code."""
+    from grader.classreport import write_report
+
+    if not 0 <= threshold <= 1:
+        raise click.ClickException("--threshold must be between 0 and 1")
+    try:
+        path = write_report(out, submissions=submissions, threshold=threshold, title=title)
+    except SeqgradeError as e:
+        raise _fail(e) from None
+    click.echo(f"Wrote {path} (self-contained: open it in a browser)")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
