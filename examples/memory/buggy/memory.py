@@ -1,0 +1,69 @@
+"""memory: train a recurrent model that remembers the first token of a 60-token sequence.
+
+You submit a folder with this file and your trained weights, memory_weights.pt (or memory_weights.npz).
+The grader imports this file (keep the training under `if __name__ == "__main__":`) and evaluates
+MemoryModel with your weights on 2000 hidden sequences. Do not change MemoryModel's layers or names:
+the grader reads the keys of its state_dict.
+
+    python memory.py                     # train, report accuracy, save memory_weights.pt
+    seqgrade check memory .              # grade the saved weights on the 500 public sequences
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+VOCAB = 4  # tokens 0..3; also the number of classes
+LENGTH = 60  # the label is the first token, 59 steps before the end
+
+
+def make_batch(gen: torch.Generator, B: int, T: int = LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
+    """B sequences of the task: every token uniform over 0..3; the label is the first token.
+
+    Shapes: -> tokens (B, T) int64, labels (B,) int64.
+    """
+    tokens = torch.randint(0, VOCAB, (B, T), generator=gen)
+    return tokens, tokens[:, 0].clone()
+
+
+class MemoryModel(nn.Module):
+    """One-hot tokens -> one recurrent layer -> linear read-out of the last hidden state.
+
+    cell: "lstm", "gru" or "rnn" (the grader tells them apart by the shapes); keep the names `rnn` and `fc`.
+    Shapes: tokens (B, T) int64 -> logits (B, 4).
+    """
+
+    def __init__(self, cell: str = "lstm", hidden: int = 32):
+        super().__init__()
+        rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
+        self.rnn = rnn_class(VOCAB, hidden, batch_first=True)  # one layer, h0 = 0
+        self.fc = nn.Linear(hidden, VOCAB)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.one_hot(tokens, VOCAB).float()  # (B, T, V)
+        hs, _ = self.rnn(x)  # (B, T, H)
+        return self.fc(hs[:, -1])  # (B, V)
+
+
+def accuracy(model: MemoryModel, tokens: torch.Tensor, labels: torch.Tensor) -> float:
+    with torch.no_grad():
+        return (model(tokens).argmax(dim=1) == labels).float().mean().item()
+
+
+def train(model: MemoryModel, *, steps: int, batch: int = 64, lr: float = 3e-3, seed: int = 0) -> MemoryModel:
+    """Train on fresh batches from make_batch with cross-entropy, Adam and gradient clipping.
+
+    TODO: write the training loop (the lecture's loop: forward, loss, zero_grad, backward, clip, step),
+    printing the accuracy on a held-out batch now and then. Read the handout's hints on the forget gate.
+    """
+    raise NotImplementedError
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    model = MemoryModel("lstm", hidden=32)
+    train(model, steps=3000)
+    val_tokens, val_labels = make_batch(torch.Generator().manual_seed(1234), 1000)
+    print(f"held-out accuracy: {accuracy(model, val_tokens, val_labels):.3f}")
+    torch.save(model.state_dict(), "memory_weights.pt")
