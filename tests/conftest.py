@@ -8,9 +8,11 @@ test that grades shares it; hidden case sets are built once per assignment.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -43,6 +45,29 @@ def zygote():
     z = pipeline.start_zygote()
     yield z
     z.stop()
+
+
+class _SharedZygote:
+    """The session zygote, with stop() a no-op: handed to code that would start and stop its own."""
+
+    def __init__(self, zygote):
+        self._zygote = zygote
+
+    def __getattr__(self, name):
+        return getattr(self._zygote, name)
+
+    def stop(self) -> None:
+        pass
+
+
+@pytest.fixture
+def reuse_zygote(zygote, monkeypatch):
+    """Make grader.pipeline.start_zygote() return the session zygote, so a CLI command under test does
+    not start (and wait for) a fresh interpreter of its own."""
+    from grader import pipeline
+
+    monkeypatch.setattr(pipeline, "start_zygote", lambda: _SharedZygote(zygote))
+    return zygote
 
 
 @pytest.fixture(scope="session")
@@ -111,3 +136,59 @@ def describe(result: SubmissionResult) -> str:
     if result.import_error:
         lines.append(f"  import error: {result.import_error}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class Bug:
+    """What grading a buggy file must show.
+
+    lost: the functions that lose points -> their exact score, or None for "less than full"; every
+          other function keeps all its points.
+    fails: (entry-name regex, message fragment): at least one entry matches and fails, and every failing
+           entry that matches says the fragment.
+    passes: entry-name regexes whose entries (at least one) all pass: the bug is caught by the right check.
+    """
+
+    lost: dict[str, float | None]
+    fails: tuple[tuple[str, str], ...]
+    passes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def assert_caught(result: SubmissionResult, bug: Bug) -> None:
+    """The bug costs exactly the functions in bug.lost, in the checks and with the messages it names."""
+    why = describe(result)
+    assert not result.import_error, why
+    assert lost_functions(result) == set(bug.lost), why
+    for fn, (score, points) in result.functions.items():
+        want = bug.lost.get(fn, points)
+        if want is None:
+            assert score < points, why
+        else:
+            assert score == pytest.approx(want, abs=1e-6), f"{fn}: {score} != {want}\n{why}"
+    failing = [t for t in result.tests if not t.passed]
+    assert all(t.function in bug.lost for t in failing), why
+    for pattern, fragment in bug.fails:
+        matched = [t for t in failing if re.match(pattern, t.name)]
+        assert matched, f"no failing entry matches {pattern!r}\n{why}"
+        for t in matched:
+            assert fragment in t.message, f"{t.name}: {t.message!r} lacks {fragment!r}"
+    for pattern in bug.passes:
+        matched = [t for t in result.tests if re.match(pattern, t.name)]
+        assert matched, f"no entry matches {pattern!r}"
+        assert all(t.passed for t in matched), why
+
+
+def assert_full_marks(result: SubmissionResult) -> None:
+    """Every entry passes, every entry is named after its function, and the score is the maximum."""
+    why = describe(result)
+    assert not result.import_error, why
+    assert result.score == result.max_score, why
+    assert all(t.passed for t in result.tests), why
+    for t in result.tests:
+        assert t.name.startswith(t.function + ": "), t.name
+
+
+def hidden_entry_count(plan) -> int:
+    """Entries a fully-run submission gets on the hidden cases: one per (case, dtype, check), plus
+    one "inputs unchanged" per function."""
+    return sum(len(fn.hidden) * len(fn.dtypes) * len(fn.checks) + 1 for fn in plan.functions)

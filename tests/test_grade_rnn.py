@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 
 import pandas as pd
 import pytest
 from click.testing import CliRunner
-from conftest import ROOT, SUBMISSIONS, describe, lost_functions
+from conftest import ROOT, SUBMISSIONS, Bug, assert_caught, assert_full_marks, hidden_entry_count
 
 from grader.cli import main
 from grader.plan import label, load_plan
@@ -34,22 +33,6 @@ def clip_labels(above: bool, several: bool | None = None) -> list[str]:
 def clip(labels: list[str], dtype: str = "float(32|64)") -> str:
     assert labels, "the plan has no such clip case"
     return rf"clip_grad_norm: forward \(hidden, {dtype}, ({'|'.join(labels)})\)"
-
-
-@dataclass(frozen=True)
-class Bug:
-    """What grading a buggy file must show.
-
-    lost: the functions that lose points -> their exact score, or None for "less than full"; every
-          other function keeps all its points.
-    fails: (entry-name regex, message fragment): at least one entry matches and fails, and every failing
-           entry that matches says the fragment.
-    passes: entry-name regexes whose entries (at least one) all pass: the bug is caught by the right check.
-    """
-
-    lost: dict[str, float | None]
-    fails: tuple[tuple[str, str], ...]
-    passes: tuple[str, ...] = field(default_factory=tuple)
 
 
 F64 = r"\(hidden, float64, "
@@ -190,49 +173,18 @@ def test_every_bug_file_has_an_expectation():
     assert len(CORRECT) >= 4
 
 
-def hidden_entry_count() -> int:
-    n = 0
-    for fn in PLAN.functions:
-        n += len(fn.hidden) * len(fn.dtypes) * len(fn.checks) + 1  # + "inputs unchanged"
-    return n
-
-
 @pytest.mark.parametrize("name", CORRECT)
 def test_correct_styles_get_full_marks(grade_hidden, name):
     r = grade_hidden("rnn", FOLDER / name)
-    assert r.score == r.max_score == sum(POINTS.values()), describe(r)
-    assert all(t.passed for t in r.tests), describe(r)
-    assert len(r.tests) == hidden_entry_count()
-    assert not r.import_error
-    for t in r.tests:  # every entry is named after the function it grades
-        assert t.name.startswith(t.function + ": ")
-        assert t.kind == "inputs" or "(hidden, " in t.name
+    assert_full_marks(r)
+    assert r.max_score == sum(POINTS.values()) == 10
+    assert len(r.tests) == hidden_entry_count(PLAN)
+    assert all("(hidden, " in t.name for t in r.tests if t.kind != "inputs")
 
 
 @pytest.mark.parametrize("name", sorted(BUGS))
 def test_bug_loses_points_in_the_right_check(grade_hidden, name):
-    bug = BUGS[name]
-    r = grade_hidden("rnn", FOLDER / f"{name}.py")
-    why = describe(r)
-    assert not r.import_error, why
-    assert lost_functions(r) == set(bug.lost), why
-    for fn, (score, points) in r.functions.items():
-        want = bug.lost.get(fn, points)
-        if want is None:
-            assert score < points, why
-        else:
-            assert score == pytest.approx(want, abs=1e-6), f"{fn}: {score} != {want}\n{why}"
-    failing = [t for t in r.tests if not t.passed]
-    assert all(t.function in bug.lost for t in failing), why
-    for pattern, fragment in bug.fails:
-        matched = [t for t in failing if re.match(pattern, t.name)]
-        assert matched, f"no failing entry matches {pattern!r}\n{why}"
-        for t in matched:
-            assert fragment in t.message, f"{t.name}: {t.message!r} lacks {fragment!r}"
-    for pattern in bug.passes:
-        matched = [t for t in r.tests if re.match(pattern, t.name)]
-        assert matched, f"no entry matches {pattern!r}"
-        assert all(t.passed for t in matched), why
+    assert_caught(grade_hidden("rnn", FOLDER / f"{name}.py"), BUGS[name])
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -259,7 +211,7 @@ def test_list_names_rnn_and_gated(runner):
     assert re.search(r"^rnn\s+10 pts", r.output, re.M) and re.search(r"^gated\s+10 pts", r.output, re.M)
 
 
-def test_check_exit_codes(runner):
+def test_check_exit_codes(runner, reuse_zygote):
     ok = runner.invoke(main, ["check", "rnn", str(CORRECT_FILE), "--timeout", "5"])
     assert ok.exit_code == 0, ok.output
     assert "FAIL" not in ok.output and "PASS  rnn_forward: forward (public, float64" in ok.output
@@ -270,7 +222,7 @@ def test_check_exit_codes(runner):
     assert "PASS  rnn_step: forward (public, float64" in bad.output
 
 
-def test_check_defaults_to_the_file_in_the_current_folder(runner, tmp_path, monkeypatch):
+def test_check_defaults_to_the_file_in_the_current_folder(runner, tmp_path, monkeypatch, reuse_zygote):
     monkeypatch.chdir(tmp_path)
     r = runner.invoke(main, ["check", "rnn"])
     assert r.exit_code == 1 and "no rnn.py or rnn.ipynb here" in r.output
@@ -280,6 +232,7 @@ def test_check_defaults_to_the_file_in_the_current_folder(runner, tmp_path, monk
 
 
 def test_grade_writes_reports(runner, tmp_path):
+    """The real thing: the command starts (and stops) its own zygote."""
     subs = tmp_path / "class"
     subs.mkdir()
     (subs / "ann.py").write_bytes(CORRECT_FILE.read_bytes())
@@ -314,7 +267,7 @@ def test_grade_writes_reports(runner, tmp_path):
         (["grade", "rnn", "/no/such/folder", "--out", "OUT"], "no such file or directory"),
     ],
 )
-def test_bad_input_is_one_line_and_nonzero(runner, tmp_path, args, fragment):
+def test_bad_input_is_one_line_and_nonzero(runner, tmp_path, args, fragment, reuse_zygote):
     args = [str(tmp_path / a) if a == "OUT" else a for a in args]
     r = runner.invoke(main, args)
     assert r.exit_code != 0
