@@ -14,9 +14,11 @@ from grader.template import ROOT, template_for
 def test_template_is_generated_from_the_reference(name):
     plan = load_plan(name)
     path = ROOT / "student_template" / f"{plan.module}.py"
-    if not path.exists():
-        pytest.skip(f"{name} ships no generated template")
-    assert path.read_text() == template_for(name), f"run: python -m grader.template {name}"
+    generated = template_for(name)
+    if not path.exists() or "raise NotImplementedError" not in generated:
+        pytest.skip(f"{name}: students write code against no reference function (weights or a hand-written template)")
+    assert path.read_text() == generated, f"run: python -m grader.template {name}"
+    assert "from reference" not in generated and "import reference" not in generated
 
 
 @pytest.mark.parametrize("name", available())
@@ -37,7 +39,14 @@ def test_public_and_hidden_cases_differ(name):
     pub = cases.load_public(plan)
     hid = cases.build(plan, "hidden", b"some-secret")
     assert pub.items and hid.items
-    p0 = next(iter(pub.items[0].case.inputs.values()))
-    h0 = next(iter(hid.items[0].case.inputs.values()))
-    if hasattr(p0, "shape") and p0.shape == h0.shape and p0.is_floating_point():
-        assert not np.array_equal(p0.numpy(), h0.numpy())
+    pairs = [
+        (p.case.inputs[k], h.case.inputs[k])
+        for p, h in zip(pub.items, hid.items, strict=False)
+        if p.function == h.function and p.case.label == h.case.label
+        for k in p.case.inputs
+        if hasattr(p.case.inputs[k], "is_floating_point") and p.case.inputs[k].is_floating_point()
+        and p.case.inputs[k].shape == h.case.inputs[k].shape and p.case.inputs[k].numel() > 1
+    ]
+    if not pairs:
+        pytest.skip(f"{name}: no floating inputs of equal shape in public and hidden cases")
+    assert not all(np.array_equal(a.numpy(), b.numpy()) for a, b in pairs)
