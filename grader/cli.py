@@ -202,7 +202,7 @@ def gradescope_cmd(assignment, out, secret, timeout, memory_mb) -> None:
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--submissions", type=click.Path(path_type=Path), default=None,
               help="The graded submissions: adds code-similarity pairs.")
-@click.option("--threshold", default=0.8, show_default=True, help="Similarity (0..1) at which a pair is listed.")
+@click.option("--threshold", default=0.8, show_default=True, help="Similarity (0..1) listed from.")
 @click.option("--title", default=None, help="Page title.")
 def report_cmd(out: Path, submissions: Path | None, threshold: float, title: str | None) -> None:
     """Write OUT/summary.html: histogram, pass rates, common failures, feedback links, similar code."""
@@ -215,6 +215,79 @@ def report_cmd(out: Path, submissions: Path | None, threshold: float, title: str
     except SeqgradeError as e:
         raise _fail(e) from None
     click.echo(f"Wrote {path} (self-contained: open it in a browser)")
+
+
+@main.command("collect")
+@click.argument("download", type=click.Path(path_type=Path))
+@click.option("--roster", "roster_path", required=True, type=click.Path(path_type=Path), help="Roster CSV.")
+@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
+              help="Folder of per-student submissions to write (then: seqgrade grade ASSIGNMENT OUT ...).")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is not empty.")
+def collect_cmd(download: Path, roster_path: Path, out: Path, overwrite: bool) -> None:
+    """Sort a Canvas/Gradescope/GitHub Classroom bulk download into one folder per rostered student."""
+    from grader.roster import MANIFEST, Roster, collect
+
+    try:
+        result = collect(download, Roster.from_csv(roster_path), out, overwrite=overwrite)
+    except SeqgradeError as e:
+        raise _fail(e) from None
+    matched = sum(m.status == "matched" for m in result.matches)
+    click.echo(f"{matched} submissions matched to the roster, {len(result.unmatched)} unmatched, "
+               f"{len(result.missing)} students without a submission. Details: {out / MANIFEST}")
+    for m in result.unmatched:
+        click.echo(f"  unmatched: {m.entry} (graded as {m.folder!r}; add the student to the roster?)")
+    for m in result.missing:
+        click.echo(f"  missing:   {m.folder} {m.student.name if m.student else ''}")
+
+
+@main.command("export")
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--roster", "roster_path", required=True, type=click.Path(path_type=Path), help="Roster CSV.")
+@click.option("--collected", type=click.Path(path_type=Path), default=None,
+              help="The folder `seqgrade collect` wrote (its collect.csv has submission times).")
+@click.option("--canvas", type=click.Path(path_type=Path), default=None, help="Canvas import CSV to write.")
+@click.option("--canvas-column", default=None, help='Assignment column, e.g. "RNN (123456)" (default: name).')
+@click.option("--missing", type=click.Choice(["blank", "zero"]), default="blank", show_default=True,
+              help="Canvas grade of students without a submission.")
+@click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None, help="Plain CSV gradebook.")
+@click.option("--xlsx", type=click.Path(path_type=Path), default=None, help="Excel gradebook.")
+@click.option("--due", default=None, help="Due time, ISO 8601 (e.g. 2025-03-01T23:59:00+01:00): late policy.")
+@click.option("--late-per-day", default=0.1, show_default=True, help="Fraction lost per started day late.")
+@click.option("--late-max-days", type=float, default=None, help="Later than this many days: score 0.")
+@click.option("--grace-minutes", default=0.0, show_default=True, help="Minutes after --due still on time.")
+def export_cmd(out, roster_path, collected, canvas, canvas_column, missing, csv_path, xlsx, due, late_per_day,
+               late_max_days, grace_minutes) -> None:
+    """Export OUT's grades: Canvas import CSV, plain CSV or Excel, with the roster and a late policy."""
+    from grader import exports
+    from grader.roster import Roster, parse_time
+
+    try:
+        roster = Roster.from_csv(roster_path)
+        results = exports.load_reports(out)
+        late = None
+        if due:
+            due_at = parse_time(due)
+            if due_at is None:
+                raise click.ClickException(f"--due {due!r} is not an ISO 8601 time")
+            late = exports.LatePolicy(due_at, late_per_day, late_max_days, grace_minutes)
+        df = exports.gradebook(results, roster, manifest=exports.find_manifest(collected), late=late)
+        written = []
+        if csv_path or not (canvas or xlsx):
+            written.append(exports.write_csv(df, csv_path or Path(out) / "grades.csv"))
+        if xlsx:
+            written.append(exports.write_excel(df, xlsx))
+        if canvas:
+            column = canvas_column or str(results[0]["extra_data"].get("assignment", "seqgrade"))
+            written.append(exports.write_canvas(df, roster, canvas, column=column, missing=missing))
+    except SeqgradeError as e:
+        raise _fail(e) from None
+    counts = df["status"].str.split(" ").str[0].value_counts().to_dict()
+    click.echo(f"{counts.get('graded', 0)} graded, {counts.get('missing', 0)} missing, "
+               f"{counts.get('unmatched', 0)} unmatched (not in the roster: fix the roster and re-export), "
+               f"{int((df['late'] != '').sum())} late.")
+    for row in df[df["status"] == "unmatched"].to_dict("records"):
+        click.echo(f"  unmatched: {row['submission']}")
+    click.echo("Wrote " + ", ".join(str(p) for p in written))
 
 
 if __name__ == "__main__":  # pragma: no cover
