@@ -29,7 +29,12 @@ def make_template(reference_source: str, functions: list[str], *, assignment: st
         out.append('"""')
         out.append("")
     for node in tree.body:
-        if isinstance(node, (ast.Import, ast.ImportFrom)):
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and not _imports_reference(node):
+            out.extend(lines[node.lineno - 1 : node.end_lineno])
+    constants = [n for n in tree.body if _is_constant(n)]
+    if constants:
+        out.append("")
+        for node in constants:
             out.extend(lines[node.lineno - 1 : node.end_lineno])
     out.append("")
     for node in tree.body:
@@ -43,6 +48,28 @@ def make_template(reference_source: str, functions: list[str], *, assignment: st
             out.append("")
     text = "\n".join(out).rstrip() + "\n"
     return text.replace("\n\n\n\n", "\n\n\n")
+
+
+def _imports_reference(node: ast.Import | ast.ImportFrom) -> bool:
+    names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+    return any(n == "reference" or n.startswith("reference.") for n in names)
+
+
+def _is_constant(node: ast.stmt) -> bool:
+    """A top-level ALL_CAPS = <literal> assignment (token ids, sizes) that students need too."""
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        name, value = node.targets[0].id, node.value
+    elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+        name, value = node.target.id, node.value
+    else:
+        return False
+    if not name.isupper():
+        return False
+    try:
+        ast.literal_eval(value)
+    except ValueError:
+        return False
+    return True
 
 
 def template_for(name: str) -> str:

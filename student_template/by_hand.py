@@ -23,6 +23,17 @@ from typing import Any
 import torch
 from torch import Tensor
 
+K = 20.0  # gain of the constructions: sigmoid(K/2) ~ 1 - 4.5e-5
+RNN_KEYS = {
+    "W_ih": "(H, 1)",
+    "W_hh": "(H, H)",
+    "b_ih": "(H,)",
+    "b_hh": "(H,)",
+    "W_out": "(1, H)",
+    "b_out": "(1,)",
+    "h0": "(H,)",
+}
+
 
 def and_unit() -> tuple[Tensor, Tensor]:
     """AND: fires only when both inputs are on. Shapes: -> w (2,), b ()."""

@@ -32,6 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+CELLS = ("rnn", "gru", "lstm")
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+
 
 def cell_step(
     cell: str, x_t: Tensor, state: Any, W_ih: Tensor, W_hh: Tensor, b_ih: Tensor, b_hh: Tensor

@@ -27,6 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+BLOCK_WEIGHTS = (
+    "norm1_weight", "norm1_bias", "in_proj_weight", "in_proj_bias", "out_proj_weight", "out_proj_bias",
+    "norm2_weight", "norm2_bias", "linear1_weight", "linear1_bias", "linear2_weight", "linear2_bias",
+)  # fmt: skip
+
 
 def scaled_dot_product_attention(
     q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None
