@@ -57,7 +57,11 @@ def _imports_reference(node: ast.Import | ast.ImportFrom) -> bool:
 
 def _is_constant(node: ast.stmt) -> bool:
     """A top-level ALL_CAPS = <literal> assignment (token ids, sizes) that students need too."""
-    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+    if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Tuple):
+        names = [e.id for e in node.targets[0].elts if isinstance(e, ast.Name)]
+        name = "_".join(names) if len(names) == len(node.targets[0].elts) else "x"
+        value = node.value
+    elif isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
         name, value = node.targets[0].id, node.value
     elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
         name, value = node.target.id, node.value

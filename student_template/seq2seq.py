@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+PAD, BOS, EOS = 0, 1, 2
+
 
 def additive_attention(
     s: Tensor, enc: Tensor, src_mask: Tensor, W_s: Tensor, W_h: Tensor, v: Tensor
