@@ -230,3 +230,12 @@ def test_canvas_export_needs_canvas_ids(tmp_path):
     df = exports.gradebook([], roster)
     with pytest.raises(ConfigError, match="export the Canvas gradebook"):
         exports.write_canvas(df, roster, tmp_path / "c.csv", column="RNN")
+
+
+def test_export_help_and_errors(tmp_path):
+    assert CliRunner().invoke(main, ["export", "--help"]).exit_code == 0
+    (tmp_path / "r.csv").write_text(CANVAS_ROSTER)
+    r = CliRunner().invoke(main, ["export", str(tmp_path), "--roster", str(tmp_path / "r.csv")])
+    assert r.exit_code != 0 and "no per-student reports" in r.output
+    r = CliRunner().invoke(main, ["export", str(tmp_path), "--roster", str(tmp_path / "nope.csv")])
+    assert r.exit_code != 0 and "cannot read the roster" in r.output
