@@ -1,9 +1,16 @@
 """The data's journey, composed: load submissions -> make cases -> run in workers -> score -> report.
 
 The zygote is forked first, before the plan's reference or the secret is touched, so no worker can
-find them in its memory. Submissions are graded concurrently (one worker each, `workers` at a time);
-each report is written as soon as its submission is done, so memory stays flat in the class size and
-an interrupted run resumes where it stopped.
+find them in its memory. Hidden cases come from the on-disk cache when their sources are unchanged
+(grader.cache), else they are built once per run. Submissions are graded concurrently (one worker each,
+`workers` at a time) on this machine, or spread over a Dask cluster (grader.distributed); either way
+each report is written here, by the trusted process, as soon as its submission is done, so memory stays
+flat in the class size and an interrupted run resumes where it stopped.
+
+    grade(assignment, folder, out, GradeOptions(...))   instructors: every submission, reports on disk
+    check(assignment, path)                              students: public cases only
+    grade_submission(zygote, plan, case_sets, sub, run_options) -> SubmissionResult
+    grade_one(zygote, plan, cases, sub, run_options, case_key) -> (results.json dict, feedback Markdown)
 """
 
 from __future__ import annotations
@@ -11,8 +18,9 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +29,15 @@ from grader import banned as banned_scan
 from grader import cases as cases_mod
 from grader import report
 from grader.cases import CaseSet
+from grader.errors import ConfigError
 from grader.loader import Submission, discover
 from grader.plan import Plan, load_plan
-from grader.runner import RunOptions, run_submission
+from grader.runner import RunOptions, RunResult, run_submission
 from grader.score import SubmissionResult, score_submission
 from grader.worker import Zygote
+
+EXECUTORS = ("local", "dask")
+Progress = Callable[[int, int, str], None]  # (done, total, label: "12.3/s student")
 
 
 @dataclass
@@ -36,6 +48,10 @@ class GradeOptions:
     secret_path: Path | None = None
     fresh: bool = False
     visibilities: tuple[str, ...] = ("hidden",)
+    cache: bool = True  # reuse prepared hidden cases from the on-disk cache (grader.cache)
+    cache_dir: Path | None = None  # default ./.seqgrade/cache
+    executor: str = "local"  # "local" | "dask"
+    scheduler: str | None = None  # the Dask scheduler's address, e.g. tcp://10.0.0.5:8786
 
 
 @dataclass
@@ -47,6 +63,7 @@ class GradeRun:
     seconds: float
     secret_note: str
     out: Path
+    cache_note: str = ""
 
 
 def start_zygote() -> Zygote:
@@ -54,18 +71,115 @@ def start_zygote() -> Zygote:
     return Zygote().start()
 
 
+# ----------------------------------------------------------------------------------------------- cases
+
+
+def prepare_case_sets(
+    plan: Plan,
+    visibilities: Iterable[str],
+    secret: bytes | None,
+    *,
+    cache: bool = True,
+    cache_dir: Path | None = None,
+) -> tuple[list[CaseSet], str]:
+    """The case sets to grade on, and a line saying where the hidden ones came from."""
+    from grader import cache as cache_mod
+
+    sets, notes = [], []
+    for v in visibilities:
+        if v == "public":
+            sets.append(cases_mod.load_public(plan))
+        elif cache:
+            cs, how = cache_mod.load_or_build(plan, v, secret, root=cache_dir)
+            sets.append(cs)
+            notes.append(
+                f"{v} cases: " + {"hit": "from the cache", "built": "built and cached"}.get(how, how)
+            )
+        else:
+            sets.append(cases_mod.build(plan, v, secret))
+            notes.append(f"{v} cases: built (cache off)")
+    return sets, "; ".join(notes)
+
+
+def merge(plan: Plan, case_sets: list[CaseSet]) -> CaseSet:
+    """One CaseSet holding every item of `case_sets`, in order (the runner takes one)."""
+    if len(case_sets) == 1:
+        return case_sets[0]
+    return CaseSet(
+        plan, "+".join(c.visibility for c in case_sets), tuple(i for c in case_sets for i in c.items)
+    )
+
+
+# ------------------------------------------------------------------------------------------ one submission
+
+
 def grade_submission(
     zygote: Zygote, plan: Plan, case_sets: list[CaseSet], sub: Submission, options: RunOptions
 ) -> SubmissionResult:
     """Grade one submission against one or more case sets (public and/or hidden)."""
-    from grader.cases import CaseSet as _CS
+    return _grade(zygote, plan, merge(plan, case_sets), sub, options)[0]
 
-    merged = _CS(plan, "+".join(c.visibility for c in case_sets), tuple(i for c in case_sets for i in c.items))
-    run = run_submission(zygote, plan, merged, sub, options)
+
+def _grade(
+    zygote: Zygote, plan: Plan, cases: CaseSet, sub: Submission, options: RunOptions
+) -> tuple[SubmissionResult, RunResult]:
+    run = run_submission(zygote, plan, cases, sub, options)
     source = sub.files.get(f"{plan.module}.py", b"").decode("utf-8", "replace")
     bans = {fn.name: tuple(plan.banned) + tuple(fn.banned) for fn in plan.functions}
     static = banned_scan.scan(source, [f.name for f in plan.functions], bans)
-    return score_submission(sub.student, plan, merged, run, static_banned=static, notes=sub.notes)
+    result = score_submission(sub.student, plan, cases, run, static_banned=static, notes=sub.notes)
+    return result, run
+
+
+def grade_one(
+    zygote: Zygote, plan: Plan, cases: CaseSet, sub: Submission, options: RunOptions, case_key: str
+) -> tuple[dict[str, Any], str]:
+    """One submission's report, as written to disk: (results.json dict, feedback Markdown).
+
+    The local and the Dask executors both call this, so their reports are the same.
+    """
+    result, run = _grade(zygote, plan, cases, sub, options)
+    data = report.to_results_json(result)
+    data["extra_data"]["case_key"] = case_key
+    data["extra_data"]["protections"] = list(run.protections)  # confinement layers active in the worker
+    data["extra_data"]["student_seconds"] = round(
+        sum(r.seconds for replies in run.replies.values() for r in replies), 4
+    )
+    return data, report.feedback_markdown(result)
+
+
+def grade_local(
+    zygote: Zygote,
+    plan: Plan,
+    cases: CaseSet,
+    subs: Iterable[Submission],
+    options: RunOptions,
+    *,
+    workers: int,
+    case_key: str,
+) -> Iterator[tuple[dict[str, Any], str]]:
+    """Reports in completion order, `workers` submissions at a time; at most 2 x workers in flight,
+    so a slow submission never holds finished ones in memory."""
+    todo = iter(subs)
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="seqgrade-slot") as pool:
+        pending = set()
+
+        def submit_next() -> None:
+            sub = next(todo, None)
+            if sub is not None:
+                pending.add(pool.submit(grade_one, zygote, plan, cases, sub, options, case_key))
+
+        for _ in range(2 * max(1, workers)):
+            submit_next()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                pending.discard(fut)
+                submit_next()
+                yield fut.result()
+
+
+# ----------------------------------------------------------------------------------------------- a class
 
 
 def grade(
@@ -74,11 +188,17 @@ def grade(
     out: Path,
     options: GradeOptions,
     *,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
     zygote: Zygote | None = None,
 ) -> GradeRun:
-    own_zygote = zygote is None
-    zygote = zygote or start_zygote()
+    if options.executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {options.executor!r} (choose from {', '.join(EXECUTORS)})")
+    if options.executor == "dask" and not options.scheduler:
+        raise ConfigError("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+    local = options.executor == "local"
+    own_zygote = zygote is None and local
+    if own_zygote:
+        zygote = start_zygote()
     start = time.monotonic()
     unzip_dir = Path(tempfile.mkdtemp(prefix="seqgrade-in-"))
     try:
@@ -87,54 +207,90 @@ def grade(
         _unique_ids(subs)
         secret, note = cases_mod.load_secret(options.secret_path)
         key = f"{plan.name}:{cases_mod.fingerprint(secret)}:{','.join(options.visibilities)}"
-        case_sets = [
-            cases_mod.build(plan, v, secret) if v == "hidden" else cases_mod.load_public(plan)
-            for v in options.visibilities
-        ]
+        case_sets, cache_note = prepare_case_sets(
+            plan, options.visibilities, secret, cache=options.cache, cache_dir=options.cache_dir
+        )
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        todo, done = [], []
+        todo, results = [], []
         for s in subs:
             prev = None if options.fresh else report.read_student(out / f"{report.file_stem(s.student)}.json")
             if prev and prev.get("extra_data", {}).get("case_key") == key:
-                done.append(prev)
+                results.append(_slim(prev))
             else:
                 todo.append(s)
+        skipped = len(results)
         run_opts = RunOptions(timeout=options.timeout, memory_mb=options.memory_mb)
-        results = list(done)
-        finished = [0]
+        if local:
+            assert zygote is not None
+            stream = grade_local(
+                zygote, plan, merge(plan, case_sets), todo, run_opts, workers=options.workers, case_key=key
+            )
+        else:
+            from grader import distributed
 
-        def one(sub: Submission) -> dict[str, Any]:
-            r = grade_submission(zygote, plan, case_sets, sub, run_opts)
-            data = report.to_results_json(r)
-            data["extra_data"]["case_key"] = key
-            stem = report.file_stem(r.student)
-            report.atomic_write(out / f"{stem}.md", report.feedback_markdown(r))
+            stream = distributed.grade_dask(
+                options.scheduler or "",
+                plan,
+                case_sets,
+                todo,
+                run_opts,
+                workers=options.workers,
+                case_key=key,
+            )
+        meter = Meter(len(todo))
+        for data, markdown in stream:
+            stem = report.file_stem(data["extra_data"]["student"])
+            report.atomic_write(out / f"{stem}.md", markdown)
             report.atomic_write(out / f"{stem}.json", report.json_dumps(data))
-            return data
-
-        with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
-            for data in pool.map(one, todo):
-                finished[0] += 1
-                results.append(_slim(data))
-                if progress:
-                    progress(finished[0], len(todo), data["extra_data"]["student"])
+            results.append(_slim(data))
+            meter.tick()
+            if progress:
+                progress(meter.done, meter.total, f"{meter.rate:.1f}/s {data['extra_data']['student']}")
         report.write_gradebook(out, results)
-        return GradeRun(plan, results, len(todo), len(done), time.monotonic() - start, note, out)
+        return GradeRun(plan, results, len(todo), skipped, time.monotonic() - start, note, out, cache_note)
     finally:
         shutil.rmtree(unzip_dir, ignore_errors=True)
-        if own_zygote:
+        if own_zygote and zygote is not None:
             zygote.stop()
+
+
+class Meter:
+    """Progress of a long run: done/total, the recent rate (per second, last 50 submissions) and the ETA."""
+
+    def __init__(self, total: int, window: int = 50) -> None:
+        self.total, self.done = total, 0
+        self.start = time.monotonic()
+        self.times: deque[float] = deque([self.start], maxlen=window + 1)
+
+    def tick(self) -> None:
+        self.done += 1
+        self.times.append(time.monotonic())
+
+    @property
+    def rate(self) -> float:
+        span = self.times[-1] - self.times[0]
+        return (len(self.times) - 1) / span if span > 0 else 0.0
+
+    @property
+    def eta(self) -> float:
+        return (self.total - self.done) / self.rate if self.rate else float("inf")
 
 
 def _slim(data: dict[str, Any]) -> dict[str, Any]:
     """What the gradebook and summary need; per-student details stay on disk, not in memory."""
     extra = data["extra_data"]
     return {
-        "score": data["score"], "max_score": data["max_score"],
-        "tests": [{"name": t["name"], "status": t["status"]} for t in data["tests"]],
-        "extra_data": {"student": extra["student"], "functions": extra["functions"],
-                       "import_error": extra["import_error"]},
+        "score": data["score"],
+        "max_score": data["max_score"],
+        "tests": [
+            {"name": t["name"], "status": t["status"]} for t in data["tests"] if t["status"] != "passed"
+        ],
+        "extra_data": {
+            "student": extra["student"],
+            "functions": extra["functions"],
+            "import_error": extra["import_error"],
+        },
     }
 
 
@@ -147,7 +303,12 @@ def _unique_ids(subs: list[Submission]) -> None:
             subs[i] = Submission(f"{s.student}~{n + 1}", s.files, s.origin, s.notes, s.problem)
 
 
-def check(assignment: str, path: Path, *, timeout: float = 10.0, zygote: Zygote | None = None) -> SubmissionResult:
+# ----------------------------------------------------------------------------------------------- self-check
+
+
+def check(
+    assignment: str, path: Path, *, timeout: float = 10.0, zygote: Zygote | None = None
+) -> SubmissionResult:
     """A student's self-check: public cases only, no secret, no reference needed."""
     own_zygote = zygote is None
     zygote = zygote or start_zygote()
