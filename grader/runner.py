@@ -489,6 +489,8 @@ class _Session:
                     if r.failure == "timeout":
                         dead_reason = f"skipped: {name} already timed out (limit {self.options.timeout:g} s)"
                         failure = "skipped"
+                    elif r.failure == "crash" and _hit_a_limit(r.error):  # one strike, like a timeout
+                        dead_reason, failure = f"skipped: {name} already {_hit_a_limit(r.error)}", "skipped"
                     elif r.failure in ("crash", "bad-reply") and self.handle is None:
                         dead_reason, failure = (
                             f"skipped: the worker could not be restarted ({self.dead})",
@@ -547,6 +549,15 @@ class _Session:
     def close(self) -> None:
         if self.handle is not None:
             self.handle.kill()
+
+
+def _hit_a_limit(error: str) -> str:
+    """'ran out of CPU time' / 'flooded the output' for a crash that every further call would repeat."""
+    if "SIGXCPU" in error:
+        return "ran out of CPU time"
+    if "printed more than" in error:
+        return "flooded the output"
+    return ""
 
 
 def _arg_name(call: Call, m: list) -> str:

@@ -1,0 +1,612 @@
+"""Containment: a hostile or broken submission costs only its own points (issue 3, docs/SECURITY.md).
+
+Every hostile submission in tests/hostile/rnn/ is graded by the real pipeline, together with the honest
+ones in tests/hostile/honest/, in one run; the honest ones are also graded alone, twice. The module
+fixture records what the attacks could see: a TCP listener on the host, the victim's files, the
+processes left over. Hostile files print `LEAK <what>` when an attack works and `BLOCKED <what>` when
+it does not; the report keeps that output, so the tests read it from there.
+
+Where the machine does not offer a layer (not root, no Landlock, ...), the tests that depend on it
+are skipped with the reason, and test_protections_are_reported shows what was active.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from grader import pipeline, runner, sandbox
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="containment is Linux-only")
+
+HOSTILE = Path(__file__).resolve().parent / "hostile"
+ROOT = Path(__file__).resolve().parent.parent
+MARKER = "HONEST-SUBMISSION-MARKER-7f3a9c"
+TIMEOUT = 1.0  # seconds per call: every hang costs this once per function
+MEMORY_MB = 1536
+SECRET = "containment-secret-4b1d0e6c"
+FUNCTIONS = ("rnn_step", "rnn_forward", "rnn_backward", "clip_grad_norm")
+ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: separate uid per worker slot")
+
+
+def _options(secret_path: Path, **kw) -> pipeline.GradeOptions:
+    opts = pipeline.GradeOptions(
+        workers=2, timeout=TIMEOUT, memory_mb=MEMORY_MB, secret_path=secret_path, fresh=True, **kw
+    )
+    if any(f.name == "cache" for f in dataclasses.fields(opts)):
+        opts.cache = False  # hidden cases are rebuilt: nothing read from or written to ./.seqgrade
+    return opts
+
+
+def _listener() -> tuple[socket.socket, list[bytes], threading.Event]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    srv.settimeout(0.2)
+    got: list[bytes] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            got.append(conn.recv(100) or b"connected")
+            conn.close()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv, got, stop
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()
+    }
+
+
+def _normalised(path: Path) -> dict:
+    """A report without what legitimately differs between runs (timings)."""
+    data = json.loads(path.read_text())
+    for key in ("seconds", "student_seconds"):
+        data["extra_data"].pop(key, None)
+    return data
+
+
+@pytest.fixture(scope="module")
+def arena(tmp_path_factory):
+    base = tmp_path_factory.mktemp("containment")
+    instructor = base / "instructor"
+    instructor.mkdir(mode=0o700)
+    secret_file = instructor / "secret"
+    secret_file.write_text(SECRET)
+    secret_file.chmod(0o600)
+    subs_all, subs_honest, out_all = base / "subs_all", base / "subs_honest", base / "out_all"
+    subs_all.mkdir()
+    subs_honest.mkdir()
+    srv, got, stop = _listener()
+    targets = {
+        "out": str(out_all),
+        "victim": "correct_loops",
+        "victim_submission": str(subs_all / "correct_loops.py"),
+        "reference_file": str(ROOT / "reference" / "rnn.py"),
+        "plan_file": str(ROOT / "assignments" / "rnn" / "plan.py"),
+        "repo": str(ROOT),
+        "secret_file": str(secret_file),
+        "secret_value": SECRET,
+        "grader_pid": os.getpid(),
+        "port": srv.getsockname()[1],
+        "marker": MARKER,
+        "submissions": str(subs_all),
+    }
+    honest = sorted((HOSTILE / "honest").glob("*.py"))
+    hostile = sorted((HOSTILE / "rnn").glob("*.py"))
+    for f in honest:
+        shutil.copy(f, subs_all / f.name)
+        shutil.copy(f, subs_honest / f.name)
+    for f in hostile:
+        (subs_all / f.name).write_text(f.read_text().replace("TARGETS = {}", f"TARGETS = {targets!r}"))
+    victim_before = _digest(subs_all)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SEQGRADE_SECRET", SECRET)  # in the grading process's environment, as an instructor might
+    zygote = pipeline.start_zygote()
+    try:
+        start = time.monotonic()
+        run_all = pipeline.grade("rnn", subs_all, out_all, _options(secret_file), zygote=zygote)
+        seconds_all = time.monotonic() - start
+        my_uids = [uid for _, uid, _ in runner.SLOTS.free if uid is not None]
+        leftover = {uid: sandbox.uid_processes(uid) for uid in my_uids}
+        time.sleep(0.3)  # anything still running would keep writing
+        out_files = sorted(p.name for p in out_all.iterdir())
+        victim_after = _digest(subs_all)
+        run_honest = pipeline.grade(
+            "rnn", subs_honest, base / "out_honest", _options(secret_file), zygote=zygote
+        )
+        run_again = pipeline.grade(
+            "rnn", subs_honest, base / "out_again", _options(secret_file), zygote=zygote
+        )
+        det = base / "subs_det"
+        det.mkdir()
+        for name in (
+            "hang_loop",
+            "crash_segfault",
+            "crash_os_exit",
+            "lie_subclass",
+            "out_flood",
+            "res_fork_bomb",
+        ):
+            shutil.copy(subs_all / f"{name}.py", det / f"{name}.py")
+        pipeline.grade("rnn", det, base / "out_det", _options(secret_file), zygote=zygote)
+        yield {
+            "base": base,
+            "out": out_all,
+            "targets": targets,
+            "got": got,
+            "leftover": leftover,
+            "out_files": out_files,
+            "victim_before": victim_before,
+            "victim_after": victim_after,
+            "honest": [f.stem for f in honest],
+            "hostile": [f.stem for f in hostile],
+            "zygote": zygote,
+            "secret_file": secret_file,
+            "runs": (run_all, run_honest, run_again),
+            "seconds_all": seconds_all,
+        }
+    finally:
+        zygote.stop()
+        stop.set()
+        srv.close()
+        mp.undo()
+
+
+def rep(arena, name: str, out: str = "out") -> dict:
+    folder = arena[out] if out == "out" else arena["base"] / out
+    return json.loads((folder / f"{name}.json").read_text())
+
+
+def lost(report: dict) -> set[str]:
+    return {fn for fn, v in report["extra_data"]["functions"].items() if v["score"] < v["max_score"] - 1e-9}
+
+
+def failures(report: dict, fn: str) -> list[str]:
+    return [t["output"] for t in report["tests"] if t["tags"][0] == fn and t["status"] != "passed"]
+
+
+def output(report: dict) -> str:
+    return report["extra_data"]["stdout_excerpt"]
+
+
+def attempts(report: dict) -> list[str]:
+    return [ln for ln in output(report).splitlines() if ln.startswith(("LEAK", "BLOCKED"))]
+
+
+# ----------------------------------------------------------------------------------------------- the suite
+
+
+def test_every_hostile_file_is_covered(arena):
+    assert set(arena["hostile"]) == set(LOSES) | set(IMPORT_FAILS) | set(FULL_MARKS)
+
+
+def test_grading_the_suite_stays_fast(arena):
+    # 35 hostile submissions, ~10 hangs of one timeout each, on 2 workers
+    assert arena["seconds_all"] < 120, arena["seconds_all"]
+
+
+# ----------------------------------------------------------------------------------------------- costs
+
+
+# name -> (functions that must lose points, text every failing entry of them must contain)
+LOSES = {
+    "hang_loop": ({"rnn_forward"}, "timed out"),
+    "hang_sleep": ({"rnn_step"}, "timed out"),
+    "hang_blocked_signals": ({"clip_grad_norm"}, "timed out"),
+    "crash_segfault": ({"rnn_backward"}, "killed by SIGSEGV"),
+    "crash_abort": ({"rnn_forward"}, "killed by SIGABRT"),
+    "crash_os_exit": ({"rnn_step"}, "exited with code 3"),
+    "crash_sys_exit": ({"rnn_forward"}, "SystemExit: done here"),
+    "crash_keyboard_interrupt": ({"clip_grad_norm"}, "KeyboardInterrupt"),
+    "crash_base_exception": ({"rnn_step"}, "Escape: out of here"),
+    "res_memory": ({"rnn_step"}, "allocate"),
+    "res_memory_grow": ({"rnn_forward"}, "MemoryError"),
+    "res_fork_bomb": ({"rnn_forward"}, "timed out"),
+    "res_file_size": ({"rnn_forward"}, "File too large"),
+    "res_disk_fill": ({"rnn_backward"}, "RuntimeError: wrote"),
+    "res_cpu": ({"rnn_step"}, "timed out"),
+    "out_flood": ({"rnn_step"}, "printed more than"),
+    "lie_huge": ({"rnn_step", "rnn_forward"}, ""),
+    "lie_dtype": ({"rnn_step", "rnn_forward", "clip_grad_norm"}, ""),
+    "lie_subclass": ({"rnn_step", "rnn_forward", "clip_grad_norm"}, ""),
+    "lie_shape_nan": ({"rnn_step", "rnn_forward"}, ""),
+    "tamper_monkeypatch": (set(FUNCTIONS), ""),
+    "secret_reference": (set(FUNCTIONS), ""),
+}
+IMPORT_FAILS = {
+    "hang_import": "importing the module took longer than 1 s",
+    "crash_import_segfault": "killed by SIGSEGV",
+    "crash_import_os_exit": "exited with code 0",
+    "crash_import_sys_exit": "SystemExit: 0",
+    "crash_import_keyboard_interrupt": "KeyboardInterrupt",
+}
+FULL_MARKS = (
+    "res_daemon",
+    "res_open_files",
+    "out_chatty",
+    "tamper_reports",
+    "secret_file",
+    "secret_walk",
+    "net",
+    "escape",
+)
+
+
+@pytest.mark.parametrize("name", sorted(LOSES))
+def test_an_attack_costs_only_its_own_functions(arena, name):
+    must_lose, reason = LOSES[name]
+    r = rep(arena, name)
+    assert not r["extra_data"]["import_error"], r["extra_data"]["import_error"]
+    assert lost(r) == must_lose, (lost(r), r["extra_data"]["functions"])
+    for fn in must_lose:
+        msgs = failures(r, fn)
+        assert msgs and all(reason in m or m.startswith("skipped:") for m in msgs), (
+            fn,
+            sorted(set(msgs))[:4],
+        )
+
+
+@pytest.mark.parametrize(
+    "name", ["hang_loop", "hang_sleep", "hang_blocked_signals", "res_fork_bomb", "res_cpu"]
+)
+def test_a_hang_costs_one_timeout_per_function(arena, name):
+    (fn,), _ = LOSES[name]
+    r = rep(arena, name)
+    msgs = failures(r, fn)
+    assert sum(m.startswith("timed out") for m in msgs) == 1, msgs
+    assert all(m.startswith(("timed out", "skipped: ")) for m in msgs)
+    assert r["extra_data"]["seconds"] < 4 * TIMEOUT + 3, r["extra_data"]["seconds"]
+
+
+@pytest.mark.parametrize("name", sorted(IMPORT_FAILS))
+def test_an_import_failure_scores_zero_with_the_reason(arena, name):
+    r = rep(arena, name)
+    assert r["score"] == 0
+    assert IMPORT_FAILS[name] in r["extra_data"]["import_error"], r["extra_data"]["import_error"]
+    assert r["extra_data"]["seconds"] < TIMEOUT + 3
+
+
+@pytest.mark.parametrize("name", FULL_MARKS)
+def test_an_attack_that_gets_nowhere_keeps_full_marks(arena, name):
+    r = rep(arena, name)
+    assert r["score"] == r["max_score"], (lost(r), r["extra_data"]["import_error"])
+
+
+# ----------------------------------------------------------------------------------------------- resources
+
+
+def test_open_files_are_capped(arena):
+    line = next(ln for ln in output(rep(arena, "res_open_files")).splitlines() if ln.startswith("opened"))
+    assert int(line.split()[1]) <= sandbox.DEFAULT_NOFILE
+
+
+def test_disk_use_is_capped(arena):
+    r = rep(arena, "res_disk_fill")
+    if not any(p.startswith("mountns") and "tmpfs" in p for p in r["extra_data"]["protections"]):
+        pytest.skip("no private tmpfs for the worker here: only RLIMIT_FSIZE bounds one file")
+    assert "disk full after 256 MiB" in output(r)
+
+
+def test_output_is_captured_and_bounded(arena):
+    for name in ("out_flood", "out_chatty"):
+        out = output(rep(arena, name))
+        assert 0 < len(out.encode()) <= runner.OUTPUT_CAP + 4, name
+    assert output(rep(arena, "out_chatty")).startswith(("debug line", "warning line"))
+
+
+@ROOT_ONLY
+def test_no_process_of_a_submission_survives_its_grading(arena):
+    assert arena["leftover"] and not any(arena["leftover"].values()), arena["leftover"]
+
+
+# ----------------------------------------------------------------------------------------------- lies
+
+
+def test_lying_results_are_failed_checks(arena):
+    msgs = [m for fn in FUNCTIONS for m in failures(rep(arena, "lie_subclass"), fn)]
+    assert any("max abs error" in m for m in msgs)  # the zeros inside the subclass were compared
+    assert any("EqualsAnything" in m for m in msgs)  # an object is a wrong type, whatever its __eq__
+    assert any("complex128" in m for m in failures(rep(arena, "lie_dtype"), "rnn_step"))
+    assert any("object" in m for m in failures(rep(arena, "lie_dtype"), "rnn_forward"))
+
+
+# ----------------------------------------------------------------------------------------------- tampering
+
+
+def test_no_report_or_submission_can_be_forged(arena):
+    assert arena["victim_after"] == arena["victim_before"]
+    names = set(arena["hostile"]) | set(arena["honest"])
+    expected = sorted({f"{n}.json" for n in names} | {f"{n}.md" for n in names} | {"gradebook.csv"})
+    assert arena["out_files"] == expected
+    assert rep(arena, "tamper_reports")["score"] == rep(arena, "tamper_reports")["max_score"] == 10
+    assert rep(arena, "correct_loops")["score"] == 10
+    gradebook = (arena["out"] / "gradebook.csv").read_text()
+    assert "1000" not in gradebook and "forged" not in gradebook
+
+
+def test_monkeypatching_inside_the_worker_changes_nothing(arena):
+    r = rep(arena, "tamper_monkeypatch")
+    assert r["score"] == 0
+    assert all(
+        "max abs error" in m or "gradient" in m or "skipped" in m for fn in FUNCTIONS for m in failures(r, fn)
+    )
+
+
+@pytest.mark.parametrize("name", sorted(set(LOSES) | set(FULL_MARKS)))
+def test_no_attack_ever_leaks(arena, name):
+    r = rep(arena, name)
+    assert not any(a.startswith("LEAK") for a in attempts(r)), attempts(r)
+
+
+@pytest.mark.parametrize(
+    "name, blocked",
+    [
+        ("secret_reference", ["import reference.rnn", "load ", "read "]),
+        (
+            "secret_file",
+            [
+                "env SEQGRADE_SECRET",
+                "read secret file",
+                "read /proc/<grader>/environ",
+                "read /proc/<grader>/mem",
+                "secret in own memory",
+            ],
+        ),
+        ("secret_walk", ["files with secrets, other submissions or reports"]),
+        (
+            "tamper_reports",
+            [
+                "write tamper_reports.json",
+                "write correct_loops.json",
+                "write gradebook.csv",
+                "write victim submission",
+            ],
+        ),
+        ("net", ["tcp to the host", "udp out", "socket AF_INET6"]),
+        (
+            "escape",
+            ["setuid(0)", "run /bin/sh", "ptrace the grader", "unshare user namespace", "signal the grader"],
+        ),
+    ],
+)
+def test_attempts_are_blocked(arena, name, blocked):
+    seen = attempts(rep(arena, name))
+    for what in blocked:
+        assert any(a.startswith("BLOCKED " + what) for a in seen), (what, seen)
+
+
+def test_the_secret_and_reference_stay_out(arena):
+    r = rep(arena, "secret_reference")
+    assert r["score"] == 0  # it would have full marks with the reference
+    for name in arena["hostile"]:
+        text = (arena["out"] / f"{name}.json").read_text() + (arena["out"] / f"{name}.md").read_text()
+        assert SECRET not in text and MARKER not in text, name
+
+
+def test_the_network_is_off(arena):
+    time.sleep(0.2)
+    assert arena["got"] == []
+
+
+# ----------------------------------------------------------------------------------------------- honest
+
+
+def test_honest_reports_are_identical_with_or_without_hostile_neighbours(arena):
+    for name in arena["honest"]:
+        alone = _normalised(arena["base"] / "out_honest" / f"{name}.json")
+        among = _normalised(arena["out"] / f"{name}.json")
+        assert among == alone, name
+        assert (arena["out"] / f"{name}.md").read_text() == (
+            arena["base"] / "out_honest" / f"{name}.md"
+        ).read_text()
+    assert rep(arena, "correct_many_apis")["score"] == 10  # what students import still works after the drop
+
+
+def test_grading_is_deterministic(arena):
+    for name in arena["honest"]:
+        a = _normalised(arena["base"] / "out_honest" / f"{name}.json")
+        b = _normalised(arena["base"] / "out_again" / f"{name}.json")
+        assert a == b, name
+    for path in sorted((arena["base"] / "out_det").glob("*.json")):
+        assert _normalised(path) == _normalised(arena["out"] / path.name), path.name
+
+
+# ----------------------------------------------------------------------------------------------- protections
+
+
+def test_protections_are_reported(arena):
+    prot = rep(arena, "correct_loops")["extra_data"]["protections"]
+    assert prot == arena["zygote"].protections
+    assert any(p.startswith("rlimit:") and "as" in p and "fsize" in p and "nofile" in p for p in prot), prot
+    if sandbox.landlock_abi() > 0:
+        assert any(p.startswith("landlock:") for p in prot), prot
+    if os.geteuid() == 0:
+        assert {"netns", "pidns", "no_new_privs", "seccomp"} <= set(prot), prot
+        assert "uid" in prot and any(p.startswith("mountns") for p in prot), prot
+
+
+def test_a_machine_without_the_layers_still_grades_and_says_so(arena):
+    """The degraded path: layers switched off as a machine without them would be. Honest code still gets
+    full marks, and the report lists only what was active."""
+    from grader import cases
+    from grader.loader import load_entry
+    from grader.plan import load_plan
+    from grader.score import score_submission
+
+    plan = load_plan("rnn")
+    public = cases.load_public(plan)
+    sub = load_entry(HOSTILE / "honest" / "correct_loops.py", "rnn", arena["base"])
+    off = ("uid", "landlock", "seccomp", "netns", "pidns", "mountns", "no_new_privs")
+    run = runner.run_submission(
+        arena["zygote"], plan, public, sub, runner.RunOptions(timeout=5, sandbox_off=off)
+    )
+    result = score_submission(sub.student, plan, public, run)
+    assert result.score == result.max_score
+    assert len(run.protections) == 1 and run.protections[0].startswith("rlimit:"), run.protections
+
+
+def test_cpu_time_is_limited(arena):
+    """With a CPU limit below the wall-clock timeout, a spinning function is stopped by SIGXCPU."""
+    from grader import cases
+    from grader.loader import load_entry
+    from grader.plan import load_plan
+
+    plan = load_plan("rnn")
+    public = cases.load_public(plan)
+    sub = load_entry(HOSTILE / "rnn" / "res_cpu.py", "rnn", arena["base"])
+    opts = runner.RunOptions(timeout=8, memory_mb=MEMORY_MB, cpu_seconds=1)
+    start = time.monotonic()
+    result = pipeline.grade_submission(arena["zygote"], plan, [public], sub, opts)
+    assert time.monotonic() - start < 8
+    msgs = [t.message for t in result.tests if t.function == "rnn_step" and not t.passed]
+    assert any("SIGXCPU" in m or "SIGKILL" in m for m in msgs), msgs
+    assert result.functions["rnn_forward"][0] == result.functions["rnn_forward"][1]
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def test_a_zip_slip_archive_lands_nowhere_outside(arena, tmp_path):
+    honest = (HOSTILE / "honest" / "correct_loops.py").read_bytes()
+    archive = tmp_path / "class.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("alice/rnn.py", honest)
+        zf.writestr("../../escaped_dotdot.py", b"print('escaped')")
+        zf.writestr("/tmp/escaped_absolute.py", b"print('escaped')")
+        zf.writestr("bob/../../escaped_nested.py", b"print('escaped')")
+        link = zipfile.ZipInfo("carol/rnn.py")
+        link.external_attr = 0o120777 << 16  # a symbolic link to the reference
+        zf.writestr(link, str(ROOT / "reference" / "rnn.py"))
+    before = set(os.listdir("/tmp")) | set(os.listdir(tmp_path))
+    out = tmp_path / "out"
+    run = pipeline.grade("rnn", archive, out, _options(arena["secret_file"]), zygote=arena["zygote"])
+    after = set(os.listdir("/tmp")) | set(os.listdir(tmp_path))
+    assert not any(n.startswith("escaped") for n in after - before)
+    assert not Path("/tmp/escaped_absolute.py").exists()
+    by_student = {r["extra_data"]["student"]: r for r in run.results}
+    assert by_student["alice"]["score"] == 10
+    assert "carol" not in by_student or by_student["carol"]["score"] == 0  # the link was not followed
+
+
+ODD_IDS = [
+    " leading space",
+    '=HYPERLINK("x","click")',
+    "+cmd",
+    "-2+3",
+    "@SUM(A1)",
+    "<img src=x onerror=alert(1)>",
+    "ünïcødé 学生",
+]
+
+
+def test_odd_student_ids_are_neutralised(arena, tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    honest = (HOSTILE / "honest" / "correct_loops.py").read_bytes()
+    for sid in ODD_IDS:
+        (subs / f"{sid}.py").write_bytes(honest)
+    out = tmp_path / "out"
+    pipeline.grade("rnn", subs, out, _options(arena["secret_file"]), zygote=arena["zygote"])
+    import csv
+
+    rows = list(csv.DictReader((out / "gradebook.csv").open()))
+    cells = {r["student"] for r in rows}
+    assert len(rows) == len(ODD_IDS)
+    for cell in cells:
+        assert cell[:1] not in ("=", "+", "-", "@"), cell
+    for p in out.iterdir():
+        assert p.name.isascii() and "<" not in p.name and " " not in p.name and p.parent == out, p.name
+    try:
+        from grader import classreport
+    except ImportError:
+        return
+    html = classreport.write_report(out).read_text()
+    assert "<img src=x" not in html and "&lt;img src=x" in html
+
+
+def test_a_killed_run_resumes_and_never_leaves_a_report_that_looks_complete(arena, tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in ("correct_loops", "correct_einsum", "buggy_transposed"):
+        shutil.copy(HOSTILE / "honest" / f"{name}.py", subs / f"{name}.py")
+    for name in ("hang_sleep", "hang_loop", "res_cpu", "hang_blocked_signals"):
+        shutil.copy(HOSTILE / "rnn" / f"{name}.py", subs / f"{name}.py")
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable,
+        "-m",
+        "grader.cli",
+        "grade",
+        "rnn",
+        str(subs),
+        "--out",
+        str(out),
+        "--timeout",
+        "1",
+        "--workers",
+        "1",
+        "--secret",
+        str(arena["secret_file"]),
+        "--memory-mb",
+        str(MEMORY_MB),
+    ]
+    env = dict(os.environ, SEQGRADE_SECRET=SECRET)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob("*.json"))) < 2:
+        time.sleep(0.05)
+    descendants = _descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert descendants, "the grader had started no zygote or worker"
+    first = sorted(out.glob("*.json"))
+    assert 2 <= len(first) < 7
+    for p in first:
+        json.loads(p.read_text())  # complete: atomic writes only
+    time.sleep(1.0)  # parent-death signals run down the chain: zygote, monitors, inits, workers
+    alive = [p for p in descendants if _alive(p)]
+    assert not alive, alive
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"Resumed: {len(first)}" in done.stderr
+    for p in sorted(out.glob("*.json")):  # the same reports as the uninterrupted run in the arena
+        assert _normalised(p) == _normalised(arena["out"] / p.name), p.name
+
+
+def _descendants(pid: int) -> list[int]:
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for kid in sandbox._children(parent):
+            found.append(kid)
+            frontier.append(kid)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "State:\tZ" not in f.read()
+    except OSError:
+        return False
