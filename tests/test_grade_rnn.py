@@ -231,8 +231,9 @@ def test_check_defaults_to_the_file_in_the_current_folder(runner, tmp_path, monk
     assert r.exit_code == 0, r.output
 
 
-def test_grade_writes_reports(runner, tmp_path):
+def test_grade_writes_reports(runner, tmp_path, monkeypatch):
     """The real thing: the command starts (and stops) its own zygote."""
+    monkeypatch.chdir(tmp_path)  # anything the pipeline keeps in ./.seqgrade stays here
     subs = tmp_path / "class"
     subs.mkdir()
     (subs / "ann.py").write_bytes(CORRECT_FILE.read_bytes())
