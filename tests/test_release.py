@@ -8,6 +8,7 @@ solution there, from the student's point of view (a shell, `seqgrade check`, `ba
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import shutil
@@ -51,6 +52,8 @@ def fresh_venv(tmp_path_factory, rnn_release) -> Path:
     ).stdout.strip()
     # A bare path line: the project venv's .pth files (its editable install of seqgrade) are NOT processed.
     Path(purelib, "_outer_site.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    # offline when the project venv's setuptools can build wheels itself (>= 70.1, or with `wheel`)
+    offline = ["--no-build-isolation"] if _builds_wheels_offline() else []
     subprocess.run(
         [
             sys.executable,
@@ -61,12 +64,23 @@ def fresh_venv(tmp_path_factory, rnn_release) -> Path:
             "install",
             "-q",
             "--no-deps",
-            "--no-build-isolation",
+            *offline,
             str(rnn_release / "seqgrade-check"),
         ],
         check=True,
     )
     return venv
+
+
+def _builds_wheels_offline() -> bool:
+    try:
+        import setuptools
+
+        if tuple(int(x) for x in setuptools.__version__.split(".")[:2]) >= (70, 1):
+            return True
+    except (ImportError, ValueError):
+        return False
+    return importlib.util.find_spec("wheel") is not None
 
 
 def _student_env(venv: Path) -> dict[str, str]:
