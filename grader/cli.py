@@ -76,13 +76,20 @@ def _print_check(result) -> None:
               help="Secret file for hidden cases (default: $SEQGRADE_SECRET or ./.seqgrade/secret).")
 @click.option("--fresh", is_flag=True, help="Regrade everything instead of resuming.")
 @click.option("--public/--no-public", default=False, help="Also grade the public cases (visible in reports).")
-def grade_cmd(assignment, submissions, out, workers, timeout, memory_mb, secret, fresh, public) -> None:
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where submissions are graded: this machine, or a Dask cluster (docs/SCALING.md).")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="The Dask scheduler for --executor dask, e.g. tcp://10.0.0.5:8786.")
+def grade_cmd(assignment, submissions, out, workers, timeout, memory_mb, secret, fresh, public, executor,
+              scheduler) -> None:
     """Grade every submission in SUBMISSIONS (instructors): writes OUT/<student>.json/.md and gradebook.csv."""
     from grader import pipeline, report
 
     if workers < 1 or timeout <= 0:
         raise click.ClickException("--workers must be >= 1 and --timeout > 0")
-    zygote = pipeline.start_zygote()
+    if executor == "dask" and not scheduler:
+        raise click.ClickException("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+    zygote = pipeline.start_zygote() if executor == "local" else None
     bar_state: dict = {}
 
     def progress(done: int, total: int, student: str) -> None:
@@ -95,7 +102,8 @@ def grade_cmd(assignment, submissions, out, workers, timeout, memory_mb, secret,
         bar.update(1, student)
 
     opts = pipeline.GradeOptions(workers=workers, timeout=timeout, memory_mb=memory_mb, secret_path=secret,
-                                 fresh=fresh, visibilities=("public", "hidden") if public else ("hidden",))
+                                 fresh=fresh, visibilities=("public", "hidden") if public else ("hidden",),
+                                 executor=executor, scheduler=scheduler)
     try:
         run = pipeline.grade(assignment, submissions, out, opts, progress=progress, zygote=zygote)
     except SeqgradeError as e:
@@ -103,7 +111,8 @@ def grade_cmd(assignment, submissions, out, workers, timeout, memory_mb, secret,
     finally:
         if "bar" in bar_state:
             bar_state["bar"].__exit__(None, None, None)
-        zygote.stop()
+        if zygote is not None:
+            zygote.stop()
     click.echo(run.secret_note, err=True)
     if run.skipped:
         click.echo(f"Resumed: {run.skipped} submissions already graded with these cases were kept "
