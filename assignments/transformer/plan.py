@@ -45,8 +45,10 @@ def normal(
     return (torch.randn(shape, generator=gen, dtype=torch.float64) * scale + mean).to(dtype)
 
 
-def tril(T: int) -> torch.Tensor:
-    return torch.ones(T, T, dtype=torch.bool).tril()
+def tril(T: int, S: int | None = None) -> torch.Tensor:
+    """mask[t, s] = s <= t + (S - T): query t (aligned to the end of the keys) sees keys up to its own time."""
+    S = T if S is None else S
+    return torch.arange(S)[None, :] <= torch.arange(T)[:, None] + (S - T)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -57,7 +59,7 @@ def make_sdpa(gen, p, dtype):
     B, nh, T, S, hd, hv = p["B"], p["nh"], p["T"], p["S"], p["hd"], p["hv"]
     mask = None
     if p["mask"] == "causal":
-        mask = tril(T) if T == S else torch.ones(T, S, dtype=torch.bool).tril(S - T)
+        mask = tril(T, S)
     elif p["mask"] == "random":
         mask = torch.rand((T, S), generator=gen) < 0.6
         mask[torch.arange(T), torch.randint(0, S, (T,), generator=gen)] = True
