@@ -36,6 +36,7 @@ from grader.plan import Plan
 from grader.runner import RunOptions
 
 IN_FLIGHT_PER_THREAD = 4
+CONNECT_TIMEOUT = "20s"
 GRADER_DIR = Path(__file__).resolve().parent
 
 
@@ -67,7 +68,7 @@ def grade_dask(
 
     distributed = _import_distributed()
     try:
-        client = distributed.Client(scheduler, timeout="20s", set_as_default=False)
+        client = distributed.Client(scheduler, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as e:
         raise ConfigError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
     with client:
