@@ -1,0 +1,340 @@
+"""How fast `seqgrade grade` grades a class, against one fresh Python per submission; how it grows with N.
+
+    python benchmarks/throughput.py [--assignments rnn gated] [--sizes 10 100 1000] [--workers 2]
+                                    [--baseline 12]
+
+For each assignment it writes a synthetic class of N submissions built from the examples and the test
+submissions (60% correct in several styles, 25% buggy, 10% slow: correct but 2 ms of busy work per call,
+5% not importable; each file unique), then in one run on this machine:
+
+- grades it with the real CLI (`python -m grader.cli grade A DIR --workers W --fresh`) in a subprocess,
+  sampling the memory of that process and every process under it (zygote, monitors, workers) every
+  0.1 s: PSS (shared pages counted once) and RSS (shared pages counted in every process);
+- grades a sample of the same files with the baseline (benchmarks/baseline_one.py: a fresh Python that
+  imports torch, prepares the cases and runs the same checks in-process), W processes at a time;
+- times `seqgrade check A` on the example solution, and the case preparation cold and from the cache.
+
+Printed: submissions per second, wall per submission, the student code's own time per submission (the
+worker measures each call), the grader's overhead per submission beyond it, peak memory per N, and the
+ratios. Nothing is asserted: the figures are for the reader (and the note in docs/SCALING.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "benchmark-secret"
+SLOW_MS = 2.0
+ENV = {**os.environ, "SEQGRADE_SECRET": SECRET, "PYTHONPATH": str(ROOT)}
+
+
+# ----------------------------------------------------------------------------------------------- a class
+
+
+def sources(assignment: str) -> tuple[list[str], list[str]]:
+    """(correct, buggy) sources for `assignment`; files that only time out are left out."""
+    tests, examples = ROOT / "tests" / "submissions" / assignment, ROOT / "examples" / assignment
+    correct = sorted(tests.glob("correct*.py")) + [examples / "correct.py"]
+    buggy = sorted(tests.glob("bug_*.py")) + [examples / "buggy.py"]
+    read = [p.read_text() for p in correct if p.is_file()], [p.read_text() for p in buggy if p.is_file()]
+    hangs = re.compile(r"while True|time\.sleep|os\._exit|fork")
+    return read[0], [s for s in read[1] if not hangs.search(s)]
+
+
+def slow(source: str, functions: list[str]) -> str:
+    wrap = "\n".join(f"{f} = _slow({f})" for f in functions)
+    return (
+        source
+        + f"""
+
+import time as _time
+
+
+def _slow(f):
+    def g(*args):
+        end = _time.perf_counter() + {SLOW_MS / 1000!r}
+        while _time.perf_counter() < end:
+            pass
+        return f(*args)
+
+    return g
+
+
+{wrap}
+"""
+    )
+
+
+def make_class(assignment: str, n: int, folder: Path) -> list[str]:
+    """N submission files in `folder`; returns their kinds in order."""
+    from grader.plan import load_plan
+
+    functions = [f.name for f in load_plan(assignment).functions]
+    correct, buggy = sources(assignment)
+    folder.mkdir(parents=True, exist_ok=True)
+    kinds = []
+    for i in range(n):
+        r = i % 20
+        if r < 12:
+            kind, body = "correct", correct[i % len(correct)]
+        elif r < 17:
+            kind, body = "buggy", buggy[i % len(buggy)]
+        elif r < 19:
+            kind, body = "slow", slow(correct[i % len(correct)], functions)
+        else:
+            kind, body = "broken", "def oops(:\n"
+        (folder / f"s{i:04d}.py").write_text(f"# student {i:04d} ({kind})\n{body}")
+        kinds.append(kind)
+    return kinds
+
+
+# ----------------------------------------------------------------------------------------------- measuring
+
+
+class MemorySampler:
+    """Peak PSS and RSS of a process and all its descendants, sampled every `period` seconds."""
+
+    def __init__(self, pid: int, period: float = 0.1) -> None:
+        self.pid, self.period = pid, period
+        self.peak_pss = self.peak_rss = 0
+        self.peak_procs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                root = psutil.Process(self.pid)
+                procs = [root] + root.children(recursive=True)
+            except psutil.Error:
+                return
+            pss = rss = 0
+            for p in procs:
+                try:
+                    info = p.memory_full_info()
+                    pss += getattr(info, "pss", info.rss)
+                    rss += info.rss
+                except psutil.Error:
+                    pass
+            self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
+            self.peak_procs = max(self.peak_procs, len(procs))
+            self._stop.wait(self.period)
+
+
+def run_grade(assignment: str, folder: Path, out: Path, workers: int, cwd: Path) -> dict:
+    cmd = [
+        sys.executable,
+        "-m",
+        "grader.cli",
+        "grade",
+        assignment,
+        str(folder),
+        "--out",
+        str(out),
+        "--workers",
+        str(workers),
+        "--fresh",
+        "--timeout",
+        "10",
+    ]
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with MemorySampler(proc.pid) as mem:
+        stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"seqgrade grade failed ({proc.returncode}):\n{stdout}\n{stderr[-2000:]}")
+    reports = [json.loads(p.read_text()) for p in out.glob("*.json")]
+    return {
+        "wall": wall,
+        "n": len(reports),
+        "peak_pss": mem.peak_pss,
+        "peak_rss": mem.peak_rss,
+        "procs": mem.peak_procs,
+        "student": sum(r["extra_data"].get("student_seconds", 0.0) for r in reports),
+        "scores": {r["extra_data"]["student"]: r["score"] for r in reports},
+        "cache": next((ln for ln in stderr.splitlines() if "cases:" in ln), ""),
+    }
+
+
+def run_baseline(assignment: str, files: list[Path], workers: int, tmp: Path) -> dict:
+    def one(path: Path) -> tuple[str, dict]:
+        out = tmp / f"{path.stem}.baseline.json"
+        subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "baseline_one.py"), assignment, str(path), str(out)],
+            env=ENV,
+            check=True,
+            capture_output=True,
+        )
+        return path.stem, json.loads(out.read_text())
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        results = dict(pool.map(one, files))
+    wall = time.perf_counter() - start
+    return {
+        "wall": wall,
+        "n": len(files),
+        "results": results,
+        "student": sum(r["student_seconds"] for r in results.values()),
+    }
+
+
+def time_check(assignment: str, cwd: Path, repeats: int = 3) -> float:
+    path = ROOT / "examples" / assignment / "correct.py"
+    walls = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "grader.cli", "check", assignment, str(path)],
+            cwd=cwd,
+            env=ENV,
+            check=True,
+            capture_output=True,
+        )
+        walls.append(time.perf_counter() - start)
+    return statistics.median(walls)
+
+
+def time_cases(assignment: str) -> tuple[float, float, float]:
+    """(plain build, cold cache: build + store, warm cache: load) in seconds, in this process."""
+    from grader import cache, cases
+    from grader.plan import load_plan
+
+    plan = load_plan(assignment)
+    root = Path(tempfile.mkdtemp(prefix="seqgrade-bench-cache-"))
+    try:
+        t0 = time.perf_counter()
+        cases.build(plan, "hidden", SECRET.encode())
+        t1 = time.perf_counter()
+        cache.load_or_build(plan, "hidden", SECRET.encode(), root=root)
+        t2 = time.perf_counter()
+        cache.load_or_build(plan, "hidden", SECRET.encode(), root=root)
+        t3 = time.perf_counter()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return t1 - t0, t2 - t1, t3 - t2
+
+
+# ----------------------------------------------------------------------------------------------- report
+
+
+def bench(assignment: str, sizes: list[int], workers: int, n_baseline: int, tmp: Path) -> None:
+    from grader.cases import build
+    from grader.plan import load_plan
+
+    plan = load_plan(assignment)
+    calls = sum(len(p.calls) for p in build(plan, "hidden", SECRET.encode()).items)
+    print(
+        f"\n== {assignment}: {calls} calls per submission, --workers {workers}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
+    )
+    cwd = tmp / f"{assignment}-cwd"  # holds .seqgrade/cache between the runs, like an instructor's folder
+    cwd.mkdir()
+    rows = {}
+    header = (
+        f"{'N':>6} {'wall s':>8} {'subs/s':>8} {'ms/sub':>8} {'student':>8} {'overhead':>9} "
+        f"{'peak PSS':>9} {'peak RSS':>9} {'procs':>6}"
+    )
+    print(header + "\n" + f"{'':>42}{'ms/sub':>8} {'ms/sub':>9} {'MB':>9} {'MB':>9}")
+    for n in sizes:
+        folder = tmp / f"{assignment}-{n}"
+        make_class(assignment, n, folder)
+        r = run_grade(assignment, folder, tmp / f"{assignment}-{n}-out", workers, cwd)
+        assert r["n"] == n, f"{r['n']} reports for {n} submissions"
+        rows[n] = r
+        per = r["wall"] / n
+        student = r["student"] / n
+        print(
+            f"{n:>6} {r['wall']:>8.1f} {n / r['wall']:>8.1f} {1000 * per:>8.1f} {1000 * student:>8.1f} "
+            f"{1000 * (per * workers - student):>9.1f} {r['peak_pss'] / 2**20:>9.0f} "
+            f"{r['peak_rss'] / 2**20:>9.0f} {r['procs']:>6}"
+        )
+    print(
+        "  ms/sub = wall / N (startup included); overhead = slot time per submission beyond the student's "
+        f"code = {workers} x wall / N - student"
+    )
+    big, small = max(sizes), min(sizes)
+    if len(sizes) > 1:
+        mid = sorted(sizes)[-2]
+        marginal = (rows[big]["wall"] - rows[mid]["wall"]) / (big - mid)
+        student = (rows[big]["student"] - rows[mid]["student"]) / (big - mid)
+        print(
+            f"  marginal cost N={mid}->{big}: {1000 * marginal:.1f} ms/sub wall, "
+            f"{1000 * (marginal * workers - student):.1f} ms/sub overhead beyond student code; "
+            f"wall x{rows[big]['wall'] / rows[small]['wall']:.1f} for N x{big // small}; "
+            f"peak PSS {rows[small]['peak_pss'] / 2**20:.0f} -> {rows[big]['peak_pss'] / 2**20:.0f} MB"
+        )
+
+    folder = tmp / f"{assignment}-{big}"
+    files = sorted(folder.glob("*.py"))
+    sample = files[:: max(1, len(files) // n_baseline)][:n_baseline]
+    b = run_baseline(assignment, sample, workers, tmp)
+    b_per = b["wall"] / b["n"]
+    ours = rows[big]["wall"] / big
+    agree = sum(abs(b["results"][p.stem]["score"] - rows[big]["scores"][p.stem]) < 1e-6 for p in sample)
+    print(
+        f"  baseline, a fresh Python per submission ({workers} at a time, {b['n']} of the same files): "
+        f"{b['wall']:.1f} s, {1000 * b_per:.0f} ms/sub, {b['n'] / b['wall']:.2f} subs/s; "
+        f"same score for {agree}/{b['n']}"
+    )
+    print(f"  seqgrade per-submission cost at N={big} = 1/{b_per / ours:.0f} of the baseline's")
+    build_s, cold_s, warm_s = time_cases(assignment)
+    check_s = time_check(assignment, cwd)
+    print(
+        f"  case preparation: build {1000 * build_s:.0f} ms, cold cache (build + store) "
+        f"{1000 * cold_s:.0f} ms, "
+        f"warm cache {1000 * warm_s:.0f} ms"
+    )
+    print(
+        f"  seqgrade check {assignment} (one student, torch import included): "
+        f"{check_s:.2f} s wall (median of 3)"
+    )
+    print(
+        f"  targets: 1/20 of baseline {'MET' if b_per / ours >= 20 else 'NOT MET'}; "
+        f"N={big} < 120 s {'MET' if rows[big]['wall'] < 120 else 'NOT MET'} ({rows[big]['wall']:.0f} s); "
+        f"peak < 1.5 GB {'MET' if rows[big]['peak_pss'] < 1.5 * 2**30 else 'NOT MET'}; "
+        f"check < 3 s {'MET' if check_s < 3 else 'NOT MET'}"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--assignments", nargs="+", default=["rnn", "gated"])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[10, 100, 1000])
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--baseline", type=int, default=12, help="submissions graded by the baseline")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="seqgrade-bench-"))
+    try:
+        for a in args.assignments:
+            bench(a, sorted(args.sizes), args.workers, args.baseline, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
