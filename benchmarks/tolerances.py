@@ -17,10 +17,19 @@ import numpy as np
 import torch
 
 from grader.cases import DTYPES, derive_seed, make_case
-from grader.checks import leaves, to_numpy, upcast
+from grader.checks import to_numpy, upcast
 from grader.plan import load_plan
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def leaves(tree):
+    """Leaves in a canonical order (dicts by key: students may build them in any order)."""
+    if isinstance(tree, (tuple, list)):
+        return [x for t in tree for x in leaves(t)]
+    if isinstance(tree, dict):
+        return [x for k in sorted(tree) for x in leaves(tree[k])]
+    return [tree]
 
 
 def load(path: Path):

@@ -144,7 +144,8 @@ def compare_values(name: str, expected: np.ndarray, got: np.ndarray, tol: Tolera
     n_bad = int((excess > 0).sum())
     msg = f"{name}: max abs error {max_err:.2g} at {list(idx)} ({tol}); {n_bad} of {e.size} elements out of tolerance"
     if reveal:
-        msg += f"; expected {e[idx]:.6g}, got {g[idx]:.6g}"
+        digits = next((d for d in (6, 10, 17) if f"{e[idx]:.{d}g}" != f"{g[idx]:.{d}g}"), 17)
+        msg += f"; expected {e[idx]:.{digits}g}, got {g[idx]:.{digits}g}"
     return Comparison(False, msg, max_err, idx)
 
 

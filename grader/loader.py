@@ -146,8 +146,8 @@ def _read(path: Path) -> bytes:
 
 # ----------------------------------------------------------------------------------------------- notebooks
 
-_MAGIC = re.compile(r"^\s*(%|!)")
-_SHELL_ASSIGN = re.compile(r"^\s*[\w\s,]+=\s*!")
+_MAGIC = re.compile(r"^(\s*)(%{1,2}[A-Za-z]|!(?!=))")  # %magic, %%magic, !cmd (not a `% n` continuation)
+_SHELL_ASSIGN = re.compile(r"^(\s*)[\w\s,]+=\s*!(?!=)")  # files = !ls
 
 
 def notebook_to_source(path: Path) -> str:
@@ -166,12 +166,15 @@ def notebook_to_source(path: Path) -> str:
         if src.lstrip().startswith("%%"):
             parts.append(f"# cell {i}: cell magic removed")
             continue
-        lines = [
-            "pass  # removed: IPython magic or shell command" if _MAGIC.match(ln) or _SHELL_ASSIGN.match(ln) else ln
-            for ln in src.splitlines()
-        ]
+        lines = [_strip_magic(ln) for ln in src.splitlines()]
         parts.append(f"# cell {i}\n" + "\n".join(lines))
     return "\n\n".join(parts) + "\n"
+
+
+def _strip_magic(line: str) -> str:
+    """A magic or shell line becomes `pass` at the same indent, so the code around it still compiles."""
+    m = _MAGIC.match(line) or _SHELL_ASSIGN.match(line)
+    return f"{m.group(1)}pass  # removed: IPython magic or shell command" if m else line
 
 
 # ----------------------------------------------------------------------------------------------- archives

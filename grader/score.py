@@ -68,7 +68,9 @@ def score_submission(
         replies = [r for i, p in enumerate(cases.items) if p.function == fn.name for r in run.replies.get(i, [])]
         share = fn.points / len(entries) if entries else 0.0
         banned = sorted({b for r in replies for b in r.banned} | set(static_banned.get(fn.name, [])))
-        unchanged = _inputs_unchanged(fn, replies)
+        list_args = {a for p in cases.items if p.function == fn.name for a, v in p.case.inputs.items()
+                     if isinstance(v, (list, tuple))}
+        unchanged = _inputs_unchanged(fn, replies, list_args)
         factor = 0.0 if banned else (1.0 if unchanged.passed or not _returned(replies) else MUTATION_FACTOR)
         scored = [
             CheckResult(e.name, fn.name, e.kind, e.visibility, share * factor if e.passed else 0.0, share,
@@ -113,10 +115,10 @@ def _returned(replies: list[Reply]) -> bool:
     return any(r.failure is None for r in replies)
 
 
-def _inputs_unchanged(fn: Function, replies: list[Reply]) -> CheckResult:
+def _inputs_unchanged(fn: Function, replies: list[Reply], list_args: set[str]) -> CheckResult:
     name = f"{fn.name}: inputs unchanged"
     returned = [r for r in replies if r.failure is None]
-    changed = sorted({_arg_label(fn, m) for r in returned for m in r.mutated})
+    changed = sorted({_arg_label(fn, m, list_args) for r in returned for m in r.mutated})
     if changed:
         return CheckResult(name, fn.name, "inputs", "visible", 0.0, 0.0, False,
                            f"{fn.name} modified its input {', '.join(changed)} in place, so it keeps only "
@@ -124,11 +126,11 @@ def _inputs_unchanged(fn: Function, replies: list[Reply]) -> CheckResult:
     return CheckResult(name, fn.name, "inputs", "visible", 0.0, 0.0, True)
 
 
-def _arg_label(fn: Function, m: str) -> str:
+def _arg_label(fn: Function, m: str, list_args: set[str]) -> str:
+    """'2.0' -> 'W_hh'; '0.1' -> 'grads[1]' when argument 0 is a list."""
     parts = m.split(".")
     try:
-        i = int(parts[0])
-        base = fn.args[i]
+        base = fn.args[int(parts[0])]
     except (ValueError, IndexError):
         return m
-    return f"{base}[{parts[1]}]" if len(parts) > 1 and parts[1] not in ("", "0") else base
+    return f"{base}[{parts[1]}]" if len(parts) > 1 and base in list_args else base

@@ -30,6 +30,12 @@ def clip_labels(above: bool, several: bool | None = None) -> list[str]:
     ]
 
 
+def clip_share(above: bool) -> float:
+    """The share of clip_grad_norm's hidden cases that lie above (or below) the threshold."""
+    cases = PLAN.function("clip_grad_norm").hidden
+    return sum((p["_ratio"] > 1) == above for p in cases) / len(cases)
+
+
 def clip(labels: list[str], dtype: str = "float(32|64)") -> str:
     assert labels, "the plan has no such clip case"
     return rf"clip_grad_norm: forward \(hidden, {dtype}, ({'|'.join(labels)})\)"
@@ -141,7 +147,7 @@ BUGS: dict[str, Bug] = {
         passes=(clip(clip_labels(above=False)),),
     ),
     "bug_clip_always": Bug(
-        {"clip_grad_norm": 0.5},
+        {"clip_grad_norm": clip_share(above=True)},
         ((clip(clip_labels(above=False)), "clipped[0]: max abs error"),),
         passes=(clip(clip_labels(above=True)),),
     ),
@@ -151,7 +157,7 @@ BUGS: dict[str, Bug] = {
         passes=(clip(clip_labels(above=True, several=False)), clip(clip_labels(above=False))),
     ),
     "bug_clip_post_norm": Bug(
-        {"clip_grad_norm": 0.5},
+        {"clip_grad_norm": clip_share(above=False)},
         ((clip(clip_labels(above=True)), "total_norm: max abs error"),),
         passes=(clip(clip_labels(above=False)),),
     ),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from grader.checks import DEFAULT_CHECKS, ForwardCheck
+from grader.compare import Tolerance
 from grader.plan import AUTOGRAD, Function, Plan
 
 BANNED = (
@@ -77,7 +78,10 @@ CLIP = (
     {"shapes": [[3, 4]], "max_norm": 2.0, "_ratio": 0.5},
     {"shapes": [[5, 3], [5, 5], [5], [5]], "max_norm": 1.5, "_ratio": 4.0},
     {"shapes": [[2, 6], [7], [3, 2, 2]], "max_norm": 5.0, "_ratio": 0.25},
+    {"shapes": [[4], [2, 2]], "max_norm": 1e-6, "_ratio": 2.0},  # total ~ 1e-6: the 1e-6 in the coefficient shows
 )
+# Clipping is scale-free, so compare relatively: absolute tolerances would hide the tiny-norm case.
+CLIP_TOL = {"float64": Tolerance(atol=1e-300, rtol=1e-7), "float32": Tolerance(atol=1e-30, rtol=1e-4)}
 
 PLAN = Plan(
     name="rnn",
@@ -112,6 +116,7 @@ PLAN = Plan(
             args=("grads", "max_norm"),
             make_inputs=make_clip, hidden=CLIP, public=CLIP[:2],
             outputs=("clipped", "total_norm"), checks=(ForwardCheck(),),  # .item() styles are correct too
+            tolerance=CLIP_TOL,
             signature="clip_grad_norm(grads, max_norm) -> (clipped, total_norm)",
         ),
     ),
