@@ -28,15 +28,13 @@ def check_cmd(assignment: str, path: Path | None, timeout: float) -> None:
     """Self-check a solution on the public cases (students). PATH defaults to ./ASSIGNMENT.py or .ipynb."""
     from grader import pipeline
 
+    if path is None:
+        path = next((c for c in (Path(f"{assignment}.py"), Path(f"{assignment}.ipynb")) if c.exists()), None)
+        if path is None:
+            raise click.ClickException(f"no {assignment}.py or {assignment}.ipynb here; give the PATH")
+    _validate(assignment, path)
     zygote = pipeline.start_zygote()
     try:
-        if path is None:
-            for cand in (Path(f"{assignment}.py"), Path(f"{assignment}.ipynb")):
-                if cand.exists():
-                    path = cand
-                    break
-            else:
-                raise click.ClickException(f"no {assignment}.py or {assignment}.ipynb here; give the PATH")
         result = pipeline.check(assignment, path, timeout=timeout, zygote=zygote)
     except SeqgradeError as e:
         raise _fail(e) from None
@@ -44,6 +42,18 @@ def check_cmd(assignment: str, path: Path | None, timeout: float) -> None:
         zygote.stop()
     _print_check(result)
     sys.exit(0 if all(t.passed for t in result.tests) else 1)
+
+
+def _validate(assignment: str, path: Path) -> None:
+    """Refuse an unknown assignment or a missing path at once, before a worker process is started."""
+    from grader.plan import load_plan
+
+    try:
+        load_plan(assignment)
+    except SeqgradeError as e:
+        raise _fail(e) from None
+    if not Path(path).exists():
+        raise click.ClickException(f"{path}: no such file or directory")
 
 
 def _print_check(result) -> None:
@@ -89,6 +99,7 @@ def grade_cmd(assignment, submissions, out, workers, timeout, memory_mb, secret,
         raise click.ClickException("--workers must be >= 1 and --timeout > 0")
     if executor == "dask" and not scheduler:
         raise click.ClickException("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
+    _validate(assignment, submissions)
     zygote = pipeline.start_zygote() if executor == "local" else None
     bar_state: dict = {}
 
