@@ -46,12 +46,10 @@ def check_cmd(assignment: str, path: Path | None, timeout: float) -> None:
 
 def _validate(assignment: str, path: Path) -> None:
     """Refuse an unknown assignment or a missing path at once, before a worker process is started."""
-    from grader.plan import load_plan
+    from grader.plan import available
 
-    try:
-        load_plan(assignment)
-    except SeqgradeError as e:
-        raise _fail(e) from None
+    if assignment not in available():
+        raise click.ClickException(f"unknown assignment {assignment!r} (known: {', '.join(available())})")
     if not Path(path).exists():
         raise click.ClickException(f"{path}: no such file or directory")
 
