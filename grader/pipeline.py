@@ -20,7 +20,7 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,11 +124,14 @@ def _grade(
     zygote: Zygote, plan: Plan, cases: CaseSet, sub: Submission, options: RunOptions
 ) -> tuple[SubmissionResult, RunResult]:
     run = run_submission(zygote, plan, cases, sub, options)
+    return _score(plan, cases, sub, run), run
+
+
+def _score(plan: Plan, cases: CaseSet, sub: Submission, run: RunResult) -> SubmissionResult:
     source = sub.files.get(f"{plan.module}.py", b"").decode("utf-8", "replace")
     bans = {fn.name: tuple(plan.banned) + tuple(fn.banned) for fn in plan.functions}
     static = banned_scan.scan(source, [f.name for f in plan.functions], bans)
-    result = score_submission(sub.student, plan, cases, run, static_banned=static, notes=sub.notes)
-    return result, run
+    return score_submission(sub.student, plan, cases, run, static_banned=static, notes=sub.notes)
 
 
 def grade_one(
@@ -136,9 +139,15 @@ def grade_one(
 ) -> tuple[dict[str, Any], str]:
     """One submission's report, as written to disk: (results.json dict, feedback Markdown).
 
-    The local and the Dask executors both call this, so their reports are the same.
+    The local and the Dask executors both produce their reports with this (via _report), so they agree.
     """
-    result, run = _grade(zygote, plan, cases, sub, options)
+    return _report(plan, cases, sub, run_submission(zygote, plan, cases, sub, options), case_key)
+
+
+def _report(
+    plan: Plan, cases: CaseSet, sub: Submission, run: RunResult, case_key: str
+) -> tuple[dict[str, Any], str]:
+    result = _score(plan, cases, sub, run)
     data = report.to_results_json(result)
     data["extra_data"]["case_key"] = case_key
     data["extra_data"]["protections"] = list(run.protections)  # confinement layers active in the worker
@@ -158,25 +167,41 @@ def grade_local(
     workers: int,
     case_key: str,
 ) -> Iterator[tuple[dict[str, Any], str]]:
-    """Reports in completion order, `workers` submissions at a time; at most 2 x workers in flight,
-    so a slow submission never holds finished ones in memory."""
+    """Reports in completion order, `workers` submissions running at a time.
+
+    A slot only runs the submission in its worker; judging, scoring and rendering the report happen
+    on one more thread, so a slot starts its next worker at once. At most 2 x workers submissions are
+    in flight, so a slow one never makes finished ones pile up in memory.
+    """
     todo = iter(subs)
-    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="seqgrade-slot") as pool:
-        pending = set()
+    workers = max(1, workers)
+    with (
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqgrade-slot") as slots,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqgrade-score") as scorer,
+    ):
+        pending: set[Future] = set()
+
+        def run_then_score(sub: Submission) -> Future:
+            run = run_submission(zygote, plan, cases, sub, options)
+            return scorer.submit(_report, plan, cases, sub, run, case_key)
 
         def submit_next() -> None:
             sub = next(todo, None)
             if sub is not None:
-                pending.add(pool.submit(grade_one, zygote, plan, cases, sub, options, case_key))
+                pending.add(slots.submit(run_then_score, sub))
 
-        for _ in range(2 * max(1, workers)):
+        for _ in range(2 * workers):
             submit_next()
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in finished:
                 pending.discard(fut)
-                submit_next()
-                yield fut.result()
+                out = fut.result()
+                if isinstance(out, Future):  # a slot is free: its submission is being scored
+                    pending.add(out)
+                    submit_next()
+                else:
+                    yield out
 
 
 # ----------------------------------------------------------------------------------------------- a class
