@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grader.cases import DTYPES, derive_seed, make_case
+from grader.cases import derive_seed, make_case
 from grader.checks import to_numpy, upcast
 from grader.plan import load_plan
 
@@ -57,9 +57,12 @@ def main(names: list[str]) -> None:
                         seed = derive_seed(b"noise", name, fn.name, index, dtype, trial)
                         case = make_case(fn, "hidden", index, params, dtype, seed)
                         args = tuple(case.inputs[a] for a in fn.args)
-                        truth = [np.asarray(x, dtype=np.float64) for x in leaves(to_numpy(getattr(ref_mod, fn.name)(*upcast(args))))]
+                        truth = [
+                            np.asarray(x, dtype=np.float64)
+                            for x in leaves(to_numpy(getattr(ref_mod, fn.name)(*upcast(args))))
+                        ]
                         tol = fn.tol(dtype)
-                        for style, mod in styles.items():
+                        for mod in styles.values():
                             f = getattr(mod, fn.name, None)
                             if f is None:
                                 continue
@@ -71,8 +74,10 @@ def main(names: list[str]) -> None:
                                 a, r = worst.get(dtype, (0.0, 0.0))
                                 worst[dtype] = (max(a, float(err.max(initial=0))), max(r, float(ratio)))
             for dtype, (a, r) in worst.items():
-                print(f"{name}.{fn.name:16s} {dtype}: max abs error {a:.2e}, worst error / tolerance {r:.3f} "
-                      f"({len(styles)} styles)")
+                print(
+                    f"{name}.{fn.name:16s} {dtype}: max abs error {a:.2e}, worst error / tolerance {r:.3f} "
+                    f"({len(styles)} styles)"
+                )
 
 
 if __name__ == "__main__":

@@ -109,7 +109,9 @@ def build(plan: Plan, visibility: str, secret: bytes | None = None) -> CaseSet:
                 seed = derive_seed(key, plan.name, fn.name, visibility, index, dtype)
                 case = make_case(fn, visibility, index, params, dtype, seed)
                 for ci, check in enumerate(fn.checks):
-                    gen = torch.Generator().manual_seed(derive_seed(key, plan.name, fn.name, index, dtype, ci))
+                    gen = torch.Generator().manual_seed(
+                        derive_seed(key, plan.name, fn.name, index, dtype, ci)
+                    )
                     try:
                         calls, expected = check.prepare(plan, fn, case, reference, gen)
                     except Exception as e:
@@ -144,9 +146,16 @@ def write_public(plan: Plan, path: Path | None = None) -> Path:
     index = []
     for i, p in enumerate(cs.items):
         meta = {
-            "function": p.function, "check": p.check, "kind": p.kind,
-            "case": {"visibility": p.case.visibility, "dtype": p.case.dtype, "label": p.case.label,
-                     "index": p.case.index, "args": list(p.case.inputs)},
+            "function": p.function,
+            "check": p.check,
+            "kind": p.kind,
+            "case": {
+                "visibility": p.case.visibility,
+                "dtype": p.case.dtype,
+                "label": p.case.label,
+                "index": p.case.index,
+                "args": list(p.case.inputs),
+            },
             "calls": [{"function": c.function, "grad_wrt": list(c.grad_wrt)} for c in p.calls],
         }
         tree = {
@@ -179,11 +188,19 @@ def load_public(plan: Plan, path: Path | None = None) -> CaseSet:
             inputs = dict(zip(c["args"], _to_torch(tree["inputs"]), strict=True))
             case = Case(meta["function"], c["visibility"], c["dtype"], c["label"], c["index"], inputs)
             calls = tuple(
-                Call(cm["function"], tuple(_to_torch(ct["args"])), tuple(cm["grad_wrt"]), _to_torch(ct["projection"]))
+                Call(
+                    cm["function"],
+                    tuple(_to_torch(ct["args"])),
+                    tuple(cm["grad_wrt"]),
+                    _to_torch(ct["projection"]),
+                )
                 for cm, ct in zip(meta["calls"], tree["calls"], strict=True)
             )
-            items.append(Prepared(meta["function"], meta["check"], meta["kind"], case, calls,
-                                  _to_numpy(tree["expected"])))
+            items.append(
+                Prepared(
+                    meta["function"], meta["check"], meta["kind"], case, calls, _to_numpy(tree["expected"])
+                )
+            )
     return CaseSet(plan, "public", tuple(items))
 
 

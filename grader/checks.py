@@ -121,9 +121,13 @@ class ForwardCheck(Check):
         if failed:
             return failed
         return compare_tree(
-            "output", expected["value"], reply.value, fn.tol(case.dtype),
+            "output",
+            expected["value"],
+            reply.value,
+            fn.tol(case.dtype),
             dtype=case.dtype if case.dtype in FLOAT_DTYPES else None,
-            reveal=case.visibility == "public", names=fn.outputs,
+            reveal=case.visibility == "public",
+            names=fn.outputs,
         )
 
 
@@ -145,7 +149,9 @@ class GradientCheck(Check):
     def prepare(self, plan, fn, case, reference, gen):
         args = ordered_args(fn, case)
         names = self.wrt or tuple(
-            a for a, v in zip(fn.args, args, strict=True) if isinstance(v, torch.Tensor) and v.is_floating_point()
+            a
+            for a, v in zip(fn.args, args, strict=True)
+            if isinstance(v, torch.Tensor) and v.is_floating_point()
         )
         idx = tuple(fn.args.index(n) for n in names)
         ref_args = list(upcast(args))
@@ -168,7 +174,10 @@ class GradientCheck(Check):
         grads = torch.autograd.grad(loss, [ref_args[i] for i in idx], allow_unused=True)
         expected = {
             "names": list(names),
-            "grads": [to_numpy(g) if g is not None else np.zeros(tuple(ref_args[i].shape)) for g, i in zip(grads, idx)],
+            "grads": [
+                to_numpy(g) if g is not None else np.zeros(tuple(ref_args[i].shape))
+                for g, i in zip(grads, idx, strict=True)
+            ],
         }
         return [Call(fn.name, args, grad_wrt=idx, projection=projection)], expected
 
@@ -188,7 +197,9 @@ class GradientCheck(Check):
                     f"no gradient reaches {name}: the outputs do not depend on it through autograd "
                     "(.detach(), .data, .item(), NumPy or a new tensor built from values breaks the graph)",
                 )
-            c = compare_tree(f"d/d{name}", exp, got, tol, dtype=case.dtype, reveal=case.visibility == "public")
+            c = compare_tree(
+                f"d/d{name}", exp, got, tol, dtype=case.dtype, reveal=case.visibility == "public"
+            )
             if not c.ok:
                 return Comparison(False, f"gradient wrong: {c.message}", c.max_abs_error, c.where)
         if len(grads) != len(expected["names"]):

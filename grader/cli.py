@@ -65,10 +65,14 @@ def _print_check(result) -> None:
             click.echo(f"      {t.message}")
     n_pass = sum(t.passed for t in result.tests)
     click.echo("")
-    click.echo(f"{n_pass} of {len(result.tests)} public checks passed ({result.score:.2f} / {result.max_score:g} "
-               "points on public cases).")
-    click.echo("Your grade is decided by hidden cases of other shapes and values: passing these is necessary, "
-               "not sufficient.")
+    click.echo(
+        f"{n_pass} of {len(result.tests)} public checks passed ({result.score:.2f} / {result.max_score:g} "
+        "points on public cases)."
+    )
+    click.echo(
+        "Your grade is decided by hidden cases of other shapes and values: passing these is necessary, "
+        "not sufficient."
+    )
     if result.output.strip():
         click.echo("\nYour code printed (excerpt):\n" + result.output[:1500])
 
@@ -80,16 +84,31 @@ def _print_check(result) -> None:
 @click.option("--workers", default=2, show_default=True, help="Submissions graded at once.")
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds allowed per call.")
 @click.option("--memory-mb", default=4096, show_default=True, help="Memory cap per worker.")
-@click.option("--secret", "secret", type=click.Path(path_type=Path), default=None,
-              help="Secret file for hidden cases (default: $SEQGRADE_SECRET or ./.seqgrade/secret).")
+@click.option(
+    "--secret",
+    "secret",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Secret file for hidden cases (default: $SEQGRADE_SECRET or ./.seqgrade/secret).",
+)
 @click.option("--fresh", is_flag=True, help="Regrade everything instead of resuming.")
 @click.option("--public/--no-public", default=False, help="Also grade the public cases (visible in reports).")
-@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
-              help="Where submissions are graded: this machine, or a Dask cluster (docs/SCALING.md).")
-@click.option("--scheduler", default=None, metavar="ADDRESS",
-              help="The Dask scheduler for --executor dask, e.g. tcp://10.0.0.5:8786.")
-def grade_cmd(assignment, submissions, out, workers, timeout, memory_mb, secret, fresh, public, executor,
-              scheduler) -> None:
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "dask"]),
+    default="local",
+    show_default=True,
+    help="Where submissions are graded: this machine, or a Dask cluster (docs/SCALING.md).",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="The Dask scheduler for --executor dask, e.g. tcp://10.0.0.5:8786.",
+)
+def grade_cmd(
+    assignment, submissions, out, workers, timeout, memory_mb, secret, fresh, public, executor, scheduler
+) -> None:
     """Grade every submission in SUBMISSIONS (instructors): writes OUT/<student>.json/.md and gradebook.csv."""
     from grader import pipeline, report
 
@@ -104,15 +123,28 @@ def grade_cmd(assignment, submissions, out, workers, timeout, memory_mb, secret,
     def progress(done: int, total: int, student: str) -> None:
         bar = bar_state.get("bar")
         if bar is None:
-            bar = click.progressbar(length=total, label="grading", show_eta=True, show_pos=True,
-                                    file=sys.stderr, item_show_func=lambda s: s)
+            bar = click.progressbar(
+                length=total,
+                label="grading",
+                show_eta=True,
+                show_pos=True,
+                file=sys.stderr,
+                item_show_func=lambda s: s,
+            )
             bar.__enter__()
             bar_state["bar"] = bar
         bar.update(1, student)
 
-    opts = pipeline.GradeOptions(workers=workers, timeout=timeout, memory_mb=memory_mb, secret_path=secret,
-                                 fresh=fresh, visibilities=("public", "hidden") if public else ("hidden",),
-                                 executor=executor, scheduler=scheduler)
+    opts = pipeline.GradeOptions(
+        workers=workers,
+        timeout=timeout,
+        memory_mb=memory_mb,
+        secret_path=secret,
+        fresh=fresh,
+        visibilities=("public", "hidden") if public else ("hidden",),
+        executor=executor,
+        scheduler=scheduler,
+    )
     try:
         run = pipeline.grade(assignment, submissions, out, opts, progress=progress, zygote=zygote)
     except SeqgradeError as e:
@@ -124,8 +156,11 @@ def grade_cmd(assignment, submissions, out, workers, timeout, memory_mb, secret,
             zygote.stop()
     click.echo(run.secret_note, err=True)
     if run.skipped:
-        click.echo(f"Resumed: {run.skipped} submissions already graded with these cases were kept "
-                   "(--fresh regrades them).", err=True)
+        click.echo(
+            f"Resumed: {run.skipped} submissions already graded with these cases were kept "
+            "(--fresh regrades them).",
+            err=True,
+        )
     click.echo(report.summary_text(run.results, seconds=run.seconds))
     click.echo(f"Reports in {run.out}/ (gradebook.csv, <student>.json, <student>.md)")
 
@@ -151,8 +186,14 @@ def list_cmd() -> None:
 @main.command("release")
 @click.argument("assignment")
 @click.option("--out", "out", required=True, type=click.Path(path_type=Path), help="Folder to write it to.")
-@click.option("--format", "fmt", type=click.Choice(["py", "ipynb"]), default="py", show_default=True,
-              help="Hand out a .py template or a notebook.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["py", "ipynb"]),
+    default="py",
+    show_default=True,
+    help="Hand out a .py template or a notebook.",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is not empty.")
 def release_cmd(assignment: str, out: Path, fmt: str, overwrite: bool) -> None:
     """Build what students get: template, handout, public cases, self-check; no reference, no secret."""
@@ -164,44 +205,85 @@ def release_cmd(assignment: str, out: Path, fmt: str, overwrite: bool) -> None:
         raise _fail(e) from None
     for note in r.notes:
         click.echo(f"note: {note}", err=True)
-    click.echo(f"Released {assignment} to {r.out}/ ({len(r.files)} files): students edit "
-               f"{r.student_file.name}, install ./seqgrade-check, run `seqgrade check {assignment} "
-               f"{r.student_file.name}`.")
+    click.echo(
+        f"Released {assignment} to {r.out}/ ({len(r.files)} files): students edit "
+        f"{r.student_file.name}, install ./seqgrade-check, run `seqgrade check {assignment} "
+        f"{r.student_file.name}`."
+    )
 
 
 @main.command("autograde")
 @click.argument("assignment")
 @click.argument("submission", type=click.Path(path_type=Path))
-@click.option("--results", "results", required=True, type=click.Path(path_type=Path),
-              help="Where to write Gradescope's results.json.")
-@click.option("--secret", "secret", type=click.Path(path_type=Path), default=None,
-              help="Secret file for hidden cases (default: $SEQGRADE_SECRET or ./.seqgrade/secret).")
-@click.option("--metadata", type=click.Path(path_type=Path), default=None,
-              help="Gradescope's submission_metadata.json (names the student).")
+@click.option(
+    "--results",
+    "results",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Where to write Gradescope's results.json.",
+)
+@click.option(
+    "--secret",
+    "secret",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Secret file for hidden cases (default: $SEQGRADE_SECRET or ./.seqgrade/secret).",
+)
+@click.option(
+    "--metadata",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Gradescope's submission_metadata.json (names the student).",
+)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds allowed per call.")
 @click.option("--memory-mb", default=4096, show_default=True, help="Memory cap of the worker.")
-@click.option("--scrub", is_flag=True, help="Inside an autograder bundle only: delete the secret and the "
-              "reference once the hidden cases are prepared, before student code runs.")
+@click.option(
+    "--scrub",
+    is_flag=True,
+    help="Inside an autograder bundle only: delete the secret and the "
+    "reference once the hidden cases are prepared, before student code runs.",
+)
 def autograde_cmd(assignment, submission, results, secret, metadata, timeout, memory_mb, scrub) -> None:
     """Grade ONE submission on public and hidden cases into a Gradescope results.json."""
     from grader.gradescope import autograde
 
     try:
-        data = autograde(assignment, submission, results, secret_path=secret, timeout=timeout,
-                         memory_mb=memory_mb, metadata=metadata, scrub=scrub)
+        data = autograde(
+            assignment,
+            submission,
+            results,
+            secret_path=secret,
+            timeout=timeout,
+            memory_mb=memory_mb,
+            metadata=metadata,
+            scrub=scrub,
+        )
     except SeqgradeError as e:
         raise _fail(e) from None
     failed = sum(t["status"] == "failed" for t in data["tests"])
-    click.echo(f"{data['score']:.2f} / {data['extra_data']['max_score']:g} points; {failed} of "
-               f"{len(data['tests'])} checks failed. Wrote {results}")
+    click.echo(
+        f"{data['score']:.2f} / {data['extra_data']['max_score']:g} points; {failed} of "
+        f"{len(data['tests'])} checks failed. Wrote {results}"
+    )
 
 
 @main.command("gradescope")
 @click.argument("assignment")
-@click.option("--out", "out", default=Path("autograder.zip"), show_default=True,
-              type=click.Path(path_type=Path), help="The zip to upload to Gradescope.")
-@click.option("--secret", "secret", type=click.Path(path_type=Path), default=None,
-              help="Secret file for hidden cases (default: $SEQGRADE_SECRET or ./.seqgrade/secret).")
+@click.option(
+    "--out",
+    "out",
+    default=Path("autograder.zip"),
+    show_default=True,
+    type=click.Path(path_type=Path),
+    help="The zip to upload to Gradescope.",
+)
+@click.option(
+    "--secret",
+    "secret",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Secret file for hidden cases (default: $SEQGRADE_SECRET or ./.seqgrade/secret).",
+)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds allowed per call on Gradescope.")
 @click.option("--memory-mb", default=4096, show_default=True, help="Memory cap of the worker on Gradescope.")
 def gradescope_cmd(assignment, out, secret, timeout, memory_mb) -> None:
@@ -212,14 +294,20 @@ def gradescope_cmd(assignment, out, secret, timeout, memory_mb) -> None:
         path = build_bundle(assignment, out, secret_path=secret, timeout=timeout, memory_mb=memory_mb)
     except SeqgradeError as e:
         raise _fail(e) from None
-    click.echo(f"Wrote {path}: upload it as the autograder of a Gradescope programming assignment. It holds "
-               "the secret and the reference: keep it private.")
+    click.echo(
+        f"Wrote {path}: upload it as the autograder of a Gradescope programming assignment. It holds "
+        "the secret and the reference: keep it private."
+    )
 
 
 @main.command("report")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--submissions", type=click.Path(path_type=Path), default=None,
-              help="The graded submissions: adds code-similarity pairs.")
+@click.option(
+    "--submissions",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The graded submissions: adds code-similarity pairs.",
+)
 @click.option("--threshold", default=0.8, show_default=True, help="Similarity (0..1) listed from.")
 @click.option("--title", default=None, help="Page title.")
 def report_cmd(out: Path, submissions: Path | None, threshold: float, title: str | None) -> None:
@@ -238,8 +326,13 @@ def report_cmd(out: Path, submissions: Path | None, threshold: float, title: str
 @main.command("collect")
 @click.argument("download", type=click.Path(path_type=Path))
 @click.option("--roster", "roster_path", required=True, type=click.Path(path_type=Path), help="Roster CSV.")
-@click.option("--out", "out", required=True, type=click.Path(path_type=Path),
-              help="Folder of per-student submissions to write (then: seqgrade grade ASSIGNMENT OUT ...).")
+@click.option(
+    "--out",
+    "out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of per-student submissions to write (then: seqgrade grade ASSIGNMENT OUT ...).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is not empty.")
 def collect_cmd(download: Path, roster_path: Path, out: Path, overwrite: bool) -> None:
     """Sort a Canvas/Gradescope/GitHub Classroom bulk download into one folder per rostered student."""
@@ -250,8 +343,10 @@ def collect_cmd(download: Path, roster_path: Path, out: Path, overwrite: bool) -
     except SeqgradeError as e:
         raise _fail(e) from None
     matched = sum(m.status == "matched" for m in result.matches)
-    click.echo(f"{matched} submissions matched to the roster, {len(result.unmatched)} unmatched, "
-               f"{len(result.missing)} students without a submission. Details: {out / MANIFEST}")
+    click.echo(
+        f"{matched} submissions matched to the roster, {len(result.unmatched)} unmatched, "
+        f"{len(result.missing)} students without a submission. Details: {out / MANIFEST}"
+    )
     for m in result.unmatched:
         click.echo(f"  unmatched: {m.entry} (graded as {m.folder!r}; add the student to the roster?)")
     for m in result.missing:
@@ -261,20 +356,41 @@ def collect_cmd(download: Path, roster_path: Path, out: Path, overwrite: bool) -
 @main.command("export")
 @click.argument("out", type=click.Path(path_type=Path))
 @click.option("--roster", "roster_path", required=True, type=click.Path(path_type=Path), help="Roster CSV.")
-@click.option("--collected", type=click.Path(path_type=Path), default=None,
-              help="The folder `seqgrade collect` wrote (its collect.csv has submission times).")
+@click.option(
+    "--collected",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The folder `seqgrade collect` wrote (its collect.csv has submission times).",
+)
 @click.option("--canvas", type=click.Path(path_type=Path), default=None, help="Canvas import CSV to write.")
 @click.option("--canvas-column", default=None, help='Assignment column, e.g. "RNN (123456)" (default: name).')
-@click.option("--missing", type=click.Choice(["blank", "zero"]), default="blank", show_default=True,
-              help="Canvas grade of students without a submission.")
+@click.option(
+    "--missing",
+    type=click.Choice(["blank", "zero"]),
+    default="blank",
+    show_default=True,
+    help="Canvas grade of students without a submission.",
+)
 @click.option("--csv", "csv_path", type=click.Path(path_type=Path), default=None, help="Plain CSV gradebook.")
 @click.option("--xlsx", type=click.Path(path_type=Path), default=None, help="Excel gradebook.")
 @click.option("--due", default=None, help="Due time, ISO 8601 (e.g. 2025-03-01T23:59:00+01:00): late policy.")
 @click.option("--late-per-day", default=0.1, show_default=True, help="Fraction lost per started day late.")
 @click.option("--late-max-days", type=float, default=None, help="Later than this many days: score 0.")
 @click.option("--grace-minutes", default=0.0, show_default=True, help="Minutes after --due still on time.")
-def export_cmd(out, roster_path, collected, canvas, canvas_column, missing, csv_path, xlsx, due, late_per_day,
-               late_max_days, grace_minutes) -> None:
+def export_cmd(
+    out,
+    roster_path,
+    collected,
+    canvas,
+    canvas_column,
+    missing,
+    csv_path,
+    xlsx,
+    due,
+    late_per_day,
+    late_max_days,
+    grace_minutes,
+) -> None:
     """Export OUT's grades: Canvas import CSV, plain CSV or Excel, with the roster and a late policy."""
     from grader import exports
     from grader.roster import Roster, parse_time
@@ -300,9 +416,11 @@ def export_cmd(out, roster_path, collected, canvas, canvas_column, missing, csv_
     except SeqgradeError as e:
         raise _fail(e) from None
     counts = df["status"].str.split(" ").str[0].value_counts().to_dict()
-    click.echo(f"{counts.get('graded', 0)} graded, {counts.get('missing', 0)} missing, "
-               f"{counts.get('unmatched', 0)} unmatched (not in the roster: fix the roster and re-export), "
-               f"{int((df['late'] != '').sum())} late.")
+    click.echo(
+        f"{counts.get('graded', 0)} graded, {counts.get('missing', 0)} missing, "
+        f"{counts.get('unmatched', 0)} unmatched (not in the roster: fix the roster and re-export), "
+        f"{int((df['late'] != '').sum())} late."
+    )
     for row in df[df["status"] == "unmatched"].to_dict("records"):
         click.echo(f"  unmatched: {row['submission']}")
     click.echo("Wrote " + ", ".join(str(p) for p in written))

@@ -102,11 +102,15 @@ def compare_array(
         if got_arr.dtype != want_dtype:
             return Comparison(False, f"{name} has dtype {_dt(got_arr.dtype)}, expected {_dt(want_dtype)}")
     else:
-        return Comparison(False, f"{name} is {describe(got)}, expected a tensor of shape {tuple(expected.shape)}")
+        return Comparison(
+            False, f"{name} is {describe(got)}, expected a tensor of shape {tuple(expected.shape)}"
+        )
     return compare_values(name, expected, got_arr, tol, reveal=reveal)
 
 
-def compare_values(name: str, expected: np.ndarray, got: np.ndarray, tol: Tolerance, *, reveal: bool) -> Comparison:
+def compare_values(
+    name: str, expected: np.ndarray, got: np.ndarray, tol: Tolerance, *, reveal: bool
+) -> Comparison:
     """Element-wise closeness of same-shaped arrays, reporting the worst element."""
     if expected.dtype == np.bool_ or got.dtype == np.bool_ or np.issubdtype(expected.dtype, np.integer):
         bad = expected != got
@@ -178,13 +182,16 @@ def compare_tree(
         return PASS
     if isinstance(expected, dict):
         if not isinstance(got, dict):
-            return Comparison(False, f"{name} is {describe(got)}, expected a dict with keys {sorted(expected)}")
+            return Comparison(
+                False, f"{name} is {describe(got)}, expected a dict with keys {sorted(expected)}"
+            )
         missing = [k for k in expected if k not in got]
         if missing:
             return Comparison(False, f"{name} lacks the keys {missing}")
         for k, e in expected.items():
-            c = compare_tree(k if name in ("", "output") else f"{name}[{k!r}]", e, got[k], tol, dtype=dtype,
-                             reveal=reveal)
+            c = compare_tree(
+                k if name in ("", "output") else f"{name}[{k!r}]", e, got[k], tol, dtype=dtype, reveal=reveal
+            )
             if not c.ok:
                 return c
         return PASS

@@ -140,7 +140,9 @@ def _holds_module(folder: Path, module: str) -> bool:
 def _read(path: Path) -> bytes:
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
-        raise InputError(f"{path.name} is {size >> 20} MiB, over the {MAX_FILE_BYTES >> 20} MiB limit per file")
+        raise InputError(
+            f"{path.name} is {size >> 20} MiB, over the {MAX_FILE_BYTES >> 20} MiB limit per file"
+        )
     return path.read_bytes()
 
 

@@ -28,13 +28,18 @@ if TYPE_CHECKING:  # pragma: no cover
 
 ASSIGNMENTS_DIR = Path(__file__).resolve().parent.parent / "assignments"
 
-# Measured float noise (benchmarks/measure_tolerances.py) times a safety factor; plans may override per function.
+# Measured float noise (benchmarks/tolerances.py) times a safety factor; plans may override per function.
 DEFAULT_TOLERANCE: dict[str, Tolerance] = {
     "float64": Tolerance(atol=1e-9, rtol=1e-7),
     "float32": Tolerance(atol=2e-5, rtol=1e-4),
 }
 
-AUTOGRAD = ("torch.Tensor.backward", "torch.autograd.grad", "torch.autograd.backward", "torch.autograd.functional")
+AUTOGRAD = (
+    "torch.Tensor.backward",
+    "torch.autograd.grad",
+    "torch.autograd.backward",
+    "torch.autograd.functional",
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,11 @@ class Case:
 
     @property
     def title(self) -> str:
-        return f"{self.visibility}, {self.dtype}, {self.label}" if self.label else f"{self.visibility}, {self.dtype}"
+        return (
+            f"{self.visibility}, {self.dtype}, {self.label}"
+            if self.label
+            else f"{self.visibility}, {self.dtype}"
+        )
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,12 @@ def to_results_json(r: SubmissionResult) -> dict[str, Any]:
 
 
 def feedback_markdown(r: SubmissionResult, *, hidden_note: bool = False) -> str:
-    lines = [f"# {r.assignment}: feedback for {r.student}", "", f"**Score: {r.score:.2f} / {r.max_score:g}**", ""]
+    lines = [
+        f"# {r.assignment}: feedback for {r.student}",
+        "",
+        f"**Score: {r.score:.2f} / {r.max_score:g}**",
+        "",
+    ]
     if r.import_error:
         lines += [f"Your submission could not be loaded: `{r.import_error}`", ""]
     for note in r.notes:
@@ -151,9 +156,7 @@ def summary_text(results: list[dict[str, Any]], *, seconds: float) -> str:
     scores = [r["score"] for r in results]
     max_score = results[0]["max_score"]
     full = sum(1 for s in scores if abs(s - max_score) < 1e-6)
-    failed = Counter(
-        t["name"].split(" (")[0] for r in results for t in r["tests"] if t["status"] == "failed"
-    )
+    failed = Counter(t["name"].split(" (")[0] for r in results for t in r["tests"] if t["status"] == "failed")
     lines = [
         f"Graded {n} submission{'s' * (n != 1)} in {seconds:.1f} s ({n / max(seconds, 1e-9):.1f}/s).",
         f"Mean {sum(scores) / n:.2f} / {max_score:g}; full marks: {full}; "

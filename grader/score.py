@@ -3,8 +3,9 @@
 
 Each function's points are split equally over its check entries. Two gates apply to the whole function:
 a function that modifies its inputs in place keeps only MUTATION_FACTOR of what it earned (the
-"inputs unchanged" entry says which input), and a banned API used by a function (seen at run time in the worker, or in its source by grader.banned)
-forfeits all of that function's points, with an entry saying which API.
+"inputs unchanged" entry says which input), and a banned API used by a function (seen at run time in
+the worker, or in its source by grader.banned) forfeits all of that function's points, with an entry
+saying which API.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from grader.checks import Check
 from grader.compare import Comparison
 from grader.plan import Function, Plan, Reply
 from grader.runner import RunResult
-
 
 MUTATION_FACTOR = 0.5
 
@@ -65,32 +65,65 @@ def score_submission(
     per_fn: dict[str, tuple[float, float]] = {}
     for fn in plan.functions:
         entries = _judge_function(fn, cases, run)
-        replies = [r for i, p in enumerate(cases.items) if p.function == fn.name for r in run.replies.get(i, [])]
+        replies = [
+            r for i, p in enumerate(cases.items) if p.function == fn.name for r in run.replies.get(i, [])
+        ]
         share = fn.points / len(entries) if entries else 0.0
         banned = sorted({b for r in replies for b in r.banned} | set(static_banned.get(fn.name, [])))
-        list_args = {a for p in cases.items if p.function == fn.name for a, v in p.case.inputs.items()
-                     if isinstance(v, (list, tuple))}
+        list_args = {
+            a
+            for p in cases.items
+            if p.function == fn.name
+            for a, v in p.case.inputs.items()
+            if isinstance(v, (list, tuple))
+        }
         unchanged = _inputs_unchanged(fn, replies, list_args)
         factor = 0.0 if banned else (1.0 if unchanged.passed or not _returned(replies) else MUTATION_FACTOR)
         scored = [
-            CheckResult(e.name, fn.name, e.kind, e.visibility, share * factor if e.passed else 0.0, share,
-                        e.passed, e.message, e.case)
+            CheckResult(
+                e.name,
+                fn.name,
+                e.kind,
+                e.visibility,
+                share * factor if e.passed else 0.0,
+                share,
+                e.passed,
+                e.message,
+                e.case,
+            )
             for e in entries
         ]
         if _returned(replies):
             scored.append(unchanged)
         if banned:
-            scored.insert(0, CheckResult(
-                f"{fn.name}: banned APIs", fn.name, "banned", "visible", 0.0, 0.0, False,
-                f"{fn.name} uses {', '.join(banned)}, which this assignment bans for it: its "
-                f"{fn.points:g} points are forfeited. Implement it yourself with tensor operations.",
-            ))
+            scored.insert(
+                0,
+                CheckResult(
+                    f"{fn.name}: banned APIs",
+                    fn.name,
+                    "banned",
+                    "visible",
+                    0.0,
+                    0.0,
+                    False,
+                    f"{fn.name} uses {', '.join(banned)}, which this assignment bans for it: its "
+                    f"{fn.points:g} points are forfeited. Implement it yourself with tensor operations.",
+                ),
+            )
         tests.extend(scored)
         per_fn[fn.name] = (sum(t.score for t in scored), float(fn.points))
     score = round(sum(t.score for t in tests), 6)
     return SubmissionResult(
-        student=student, assignment=plan.name, score=score, max_score=plan.max_score, tests=tuple(tests),
-        import_error=run.import_error, output=run.output, notes=notes, seconds=run.seconds, functions=per_fn,
+        student=student,
+        assignment=plan.name,
+        score=score,
+        max_score=plan.max_score,
+        tests=tuple(tests),
+        import_error=run.import_error,
+        output=run.output,
+        notes=notes,
+        seconds=run.seconds,
+        functions=per_fn,
     )
 
 
@@ -102,12 +135,18 @@ def _judge_function(fn: Function, cases: CaseSet, run: RunResult) -> list[CheckR
         replies = run.replies.get(i) or [Reply(failure="skipped", error="not run")] * len(p.calls)
         check: Check = fn.checks[p.check] if p.check < len(fn.checks) else None  # type: ignore[assignment]
         try:
-            verdict = check.judge(fn, p.case, p.expected, list(replies)) if check else Comparison(False, "no check")
+            verdict = (
+                check.judge(fn, p.case, p.expected, list(replies)) if check else Comparison(False, "no check")
+            )
         except Exception as e:  # a reply the judge cannot read is the student's failure, not a crash
-            verdict = Comparison(False, f"the result could not be judged ({e.__class__.__name__}: {str(e)[:200]})")
+            verdict = Comparison(
+                False, f"the result could not be judged ({e.__class__.__name__}: {str(e)[:200]})"
+            )
         name = f"{fn.name}: {p.kind} ({p.case.title})"
         vis = "visible" if p.case.visibility == "public" else "after_published"
-        out.append(CheckResult(name, fn.name, p.kind, vis, 0.0, 0.0, verdict.ok, verdict.message, p.case.title))
+        out.append(
+            CheckResult(name, fn.name, p.kind, vis, 0.0, 0.0, verdict.ok, verdict.message, p.case.title)
+        )
     return out
 
 
@@ -120,9 +159,17 @@ def _inputs_unchanged(fn: Function, replies: list[Reply], list_args: set[str]) -
     returned = [r for r in replies if r.failure is None]
     changed = sorted({_arg_label(fn, m, list_args) for r in returned for m in r.mutated})
     if changed:
-        return CheckResult(name, fn.name, "inputs", "visible", 0.0, 0.0, False,
-                           f"{fn.name} modified its input {', '.join(changed)} in place, so it keeps only "
-                           f"{MUTATION_FACTOR:.0%} of its points; work on new tensors (x = x + 1, not x += 1)")
+        return CheckResult(
+            name,
+            fn.name,
+            "inputs",
+            "visible",
+            0.0,
+            0.0,
+            False,
+            f"{fn.name} modified its input {', '.join(changed)} in place, so it keeps only "
+            f"{MUTATION_FACTOR:.0%} of its points; work on new tensors (x = x + 1, not x += 1)",
+        )
     return CheckResult(name, fn.name, "inputs", "visible", 0.0, 0.0, True)
 
 

@@ -40,8 +40,10 @@ def make_template(reference_source: str, functions: list[str], *, assignment: st
     for node in tree.body:
         if isinstance(node, ast.FunctionDef) and node.name in functions:
             body_start = node.body[0]
-            has_doc = isinstance(body_start, ast.Expr) and isinstance(getattr(body_start, "value", None), ast.Constant)
-            header_end = (body_start.end_lineno if has_doc else body_start.lineno - 1)
+            has_doc = isinstance(body_start, ast.Expr) and isinstance(
+                getattr(body_start, "value", None), ast.Constant
+            )
+            header_end = body_start.end_lineno if has_doc else body_start.lineno - 1
             out.append("")
             out.extend(lines[node.lineno - 1 - len(node.decorator_list) : header_end])
             out.append(f'    raise NotImplementedError("{node.name}: your code here")')

@@ -32,7 +32,18 @@ import numpy as np
 from grader.errors import BadReply, TimedOut, WorkerCrashed
 
 HEADER = struct.Struct("!IQ")
-ALLOWED_DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
+ALLOWED_DTYPES = (
+    "float16",
+    "bfloat16",
+    "float32",
+    "float64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "bool",
+)
 MAX_JSON = 4 << 20
 MAX_NODES = 100_000
 MAX_DEPTH = 32
@@ -162,7 +173,11 @@ def decode(js: bytes, payload: bytes) -> tuple[dict[str, Any], Any]:
             if (
                 not isinstance(sh, list)
                 or not all(isinstance(s, int) and s >= 0 for s in sh)
-                or not (isinstance(ref, list) and len(ref) == 2 and all(isinstance(r, int) and r >= 0 for r in ref))
+                or not (
+                    isinstance(ref, list)
+                    and len(ref) == 2
+                    and all(isinstance(r, int) and r >= 0 for r in ref)
+                )
             ):
                 raise BadReply("malformed array node")
             dtype = np.dtype(dt) if dt != "bfloat16" else np.dtype("float32")

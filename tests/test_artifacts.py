@@ -16,7 +16,9 @@ def test_template_is_generated_from_the_reference(name):
     path = ROOT / "student_template" / f"{plan.module}.py"
     generated = template_for(name)
     if not path.exists() or "raise NotImplementedError" not in generated:
-        pytest.skip(f"{name}: students write code against no reference function (weights or a hand-written template)")
+        pytest.skip(
+            f"{name}: students write code against no reference function (weights or a hand-written template)"
+        )
     assert path.read_text() == generated, f"run: python -m grader.template {name}"
     assert "from reference" not in generated and "import reference" not in generated
 
@@ -30,7 +32,9 @@ def test_public_cases_match_the_plan_and_reference(name, tmp_path):
     with np.load(shipped, allow_pickle=False) as a, np.load(fresh, allow_pickle=False) as b:
         assert sorted(a.files) == sorted(b.files)
         for k in a.files:
-            assert np.array_equal(a[k], b[k]), f"{name}: {k} is stale; run: python -m grader.cases build-public {name}"
+            assert np.array_equal(a[k], b[k]), (
+                f"{name}: {k} is stale; run: python -m grader.cases build-public {name}"
+            )
 
 
 @pytest.mark.parametrize("name", available())
@@ -44,8 +48,10 @@ def test_public_and_hidden_cases_differ(name):
         for p, h in zip(pub.items, hid.items, strict=False)
         if p.function == h.function and p.case.label == h.case.label
         for k in p.case.inputs
-        if hasattr(p.case.inputs[k], "is_floating_point") and p.case.inputs[k].is_floating_point()
-        and p.case.inputs[k].shape == h.case.inputs[k].shape and p.case.inputs[k].numel() > 1
+        if hasattr(p.case.inputs[k], "is_floating_point")
+        and p.case.inputs[k].is_floating_point()
+        and p.case.inputs[k].shape == h.case.inputs[k].shape
+        and p.case.inputs[k].numel() > 1
     ]
     if not pairs:
         pytest.skip(f"{name}: no floating inputs of equal shape in public and hidden cases")

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 from grader.banned import scan
 
-BANS = ("torch.nn.LSTM", "torch.nn.RNN", "torch._VF", "torch.lstm_cell", "torch.Tensor.backward",
-        "torch.autograd.grad")
+BANS = (
+    "torch.nn.LSTM",
+    "torch.nn.RNN",
+    "torch._VF",
+    "torch.lstm_cell",
+    "torch.Tensor.backward",
+    "torch.autograd.grad",
+)
 
 
 def bans(*fns):
@@ -35,7 +41,12 @@ def e(x):
     return torch.tanh(x)
 """
     out = scan(src, ["a", "b", "c", "d", "e"], bans("a", "b", "c", "d", "e"))
-    assert out == {"a": ["torch.nn.LSTM"], "b": ["torch.nn.RNN"], "c": ["torch.nn.LSTM"], "d": ["torch._VF", "torch.lstm_cell"]}
+    assert out == {
+        "a": ["torch.nn.LSTM"],
+        "b": ["torch.nn.RNN"],
+        "c": ["torch.nn.LSTM"],
+        "d": ["torch._VF", "torch.lstm_cell"],
+    }
 
 
 def test_helpers_are_followed_and_attribution_is_per_function():

@@ -22,8 +22,11 @@ def roundtrip(tree):
 
 
 def test_roundtrip_keeps_structure_dtypes_and_values():
-    tree = {"a": (torch.arange(6, dtype=torch.float32).reshape(2, 3), [1, 2.5, None, True, "s"]),
-            "b": np.ones((0, 4)), "c": torch.tensor(3, dtype=torch.int64)}
+    tree = {
+        "a": (torch.arange(6, dtype=torch.float32).reshape(2, 3), [1, 2.5, None, True, "s"]),
+        "b": np.ones((0, 4)),
+        "c": torch.tensor(3, dtype=torch.int64),
+    }
     body, out = roundtrip(tree)
     assert body == {"ok": True}
     arr = out["a"][0]
