@@ -346,7 +346,7 @@ def run_submission(
             "uid": slot[1],
             "cpu_seconds": options.cpu_seconds or int(max(60, 10 * options.timeout)),
             "fsize_mb": options.fsize_mb,
-            "off": list(options.sandbox_off),
+            "off": sorted(set(options.sandbox_off) | sandbox.disabled()),  # + $SEQGRADE_SANDBOX_OFF
             "hide": _folders_to_hide(sub),
             "disk_mb": options.disk_mb,
         }

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import platform
 import resource
@@ -85,7 +86,8 @@ def enter_namespaces(config: dict[str, Any]) -> list[str]:
     want = (0 if "netns" in off else CLONE_NEWNET) | (0 if "pidns" in off else CLONE_NEWPID)
     if not want:
         return []
-    tries = [want] if os.geteuid() == 0 else [want | CLONE_NEWUSER]
+    # root in a container without CAP_SYS_ADMIN may still be allowed a user namespace
+    tries = [want, want | CLONE_NEWUSER] if os.geteuid() == 0 else [want | CLONE_NEWUSER]
     if want & CLONE_NEWPID and want & CLONE_NEWNET:  # one may work without the other
         tries += [t & ~CLONE_NEWPID for t in list(tries)] + [t & ~CLONE_NEWNET for t in list(tries)]
     for flags in tries:
@@ -433,6 +435,12 @@ def readable_roots(protected: list[Path]) -> list[Path]:
     return sorted(set(out))
 
 
+@functools.lru_cache(maxsize=1)
+def readable_paths() -> tuple[str, ...]:
+    """readable_roots(protected_dirs()), computed once (in the zygote, before it forks workers)."""
+    return tuple(str(p) for p in readable_roots(protected_dirs()))
+
+
 def apply_landlock(workdir: str, config: dict[str, Any]) -> list[str]:
     """Reads: the import path, system libraries, a few devices, the worker's own dir. Writes: only its dir.
     TCP bind/connect: none (ABI >= 4). Signals, abstract UNIX sockets: only inside the worker (ABI >= 6)."""
@@ -454,7 +462,7 @@ def apply_landlock(workdir: str, config: dict[str, Any]) -> list[str]:
         return []
     fd = int(fd)
     read = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
-    rules: list[tuple[str, int]] = [(str(p), read) for p in readable_roots(protected_dirs())]
+    rules: list[tuple[str, int]] = [(p, read) for p in readable_paths()]
     rules += [(workdir, handled)]
     rules += [
         ("/dev/null", FS_READ_FILE | FS_WRITE_FILE),

@@ -182,6 +182,7 @@ def zygote_entry(fd: int, root: str) -> None:
     try:
         _warm()
         _hide_grader(root)
+        sandbox.readable_paths()  # Landlock's allow-list, computed once for every worker
     except BaseException as e:  # noqa: BLE001
         control.sendall(json.dumps({"ready": False, "error": f"{type(e).__name__}: {e}"}).encode() + b"\n")
         os._exit(1)
