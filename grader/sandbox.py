@@ -308,26 +308,29 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def kill_children(*, rounds: int = 200) -> None:
+def kill_children(*, seconds: float = 30.0) -> None:
     """Kill and reap every child of this process (a subreaper: orphans of the worker come back here),
-    until none is left. Used where neither a pid namespace nor a uid sweep ends them."""
+    grandchildren included as they are reparented, until none is left. Used where neither a pid namespace
+    nor a uid sweep ends them."""
     import time
 
     me = os.getpid()
-    for _ in range(rounds):
-        while True:
-            try:
-                pid, _ = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                break
-        for pid in _children(me):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        kids = _children(me)
+        for pid in kids:
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        time.sleep(0.002)
+        try:
+            if kids:
+                os.waitpid(-1, 0)  # one dies (they all will); its children are ours from now on
+            while os.waitpid(-1, os.WNOHANG)[0] != 0:
+                pass
+        except ChildProcessError:
+            if not _children(me):
+                return
 
 
 def set_no_new_privs() -> list[str]:

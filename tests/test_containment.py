@@ -466,6 +466,36 @@ def test_a_machine_without_the_layers_still_grades_and_says_so(arena):
     assert len(run.protections) == 1 and run.protections[0].startswith("rlimit:"), run.protections
 
 
+def test_without_namespaces_or_uids_a_daemon_still_dies_with_its_submission(arena, tmp_path):
+    """The normal-user path: no pid namespace, no uid to sweep. The monitor is a child subreaper, so a
+    double-forked setsid() daemon comes back to it and is killed when the submission is done."""
+    from grader import cases
+    from grader.loader import load_entry
+    from grader.plan import load_plan
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    source = (HOSTILE / "rnn" / "res_daemon.py").read_text()
+    (tmp_path / "rnn.py").write_text(source.replace("TARGETS = {}", f"TARGETS = {{'out': {str(drop)!r}}}"))
+    plan = load_plan("rnn")
+    sub = load_entry(tmp_path / "rnn.py", "rnn", tmp_path)
+    off = (
+        "uid",
+        "landlock",
+        "pidns",
+        "mountns",
+    )  # the daemon can write to `drop` this way: that is the probe
+    run = runner.run_submission(
+        arena["zygote"], plan, cases.load_public(plan), sub, runner.RunOptions(timeout=5, sandbox_off=off)
+    )
+    assert not run.import_error
+    time.sleep(0.3)
+    assert (drop / "daemon-was-here.json").exists()  # it did run
+    (drop / "daemon-was-here.json").unlink()
+    time.sleep(0.5)
+    assert not (drop / "daemon-was-here.json").exists()  # and is gone
+
+
 def test_cpu_time_is_limited(arena):
     """With a CPU limit below the wall-clock timeout, a spinning function is stopped by SIGXCPU."""
     from grader import cases
