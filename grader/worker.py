@@ -177,7 +177,8 @@ def zygote_entry(fd: int, root: str) -> None:
     from grader import sandbox
 
     control = socket.socket(fileno=fd)
-    sandbox.set_pdeathsig()  # the grading process died: so do we (and our monitors, through theirs)
+    # No parent-death signal here: it would follow the grading process's *thread* that started us. When the
+    # grading process dies its end of `control` closes and the loop below returns; monitors die with us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the grading process's to handle
     try:
         _warm()
