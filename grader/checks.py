@@ -148,15 +148,11 @@ class GradientCheck(Check):
 
     def prepare(self, plan, fn, case, reference, gen):
         args = ordered_args(fn, case)
-        names = self.wrt or tuple(
-            a
-            for a, v in zip(fn.args, args, strict=True)
-            if isinstance(v, torch.Tensor) and v.is_floating_point()
-        )
+        names = self.wrt or tuple(a for a, v in zip(fn.args, args, strict=True) if _has_float_tensor(v))
         idx = tuple(fn.args.index(n) for n in names)
         ref_args = list(upcast(args))
         for i in idx:
-            ref_args[i] = ref_args[i].requires_grad_(True)
+            ref_args[i] = map_leaves(ref_args[i], _requiring_grad)
         out = reference(*ref_args)
         dtype = FLOAT_DTYPES.get(case.dtype, torch.float64)
 
@@ -171,14 +167,16 @@ class GradientCheck(Check):
             for o, p in zip(leaves(out), leaves(projection), strict=True)
             if p is not None
         )
-        grads = torch.autograd.grad(loss, [ref_args[i] for i in idx], allow_unused=True)
-        expected = {
-            "names": list(names),
-            "grads": [
-                to_numpy(g) if g is not None else np.zeros(tuple(ref_args[i].shape))
-                for g, i in zip(grads, idx, strict=True)
-            ],
-        }
+        inputs = [t for i in idx for t in leaves(ref_args[i]) if _is_grad_leaf(t)]
+        flat = iter(torch.autograd.grad(loss, inputs, allow_unused=True))
+
+        def regroup(t: Any) -> Any:
+            if not _is_grad_leaf(t):
+                return None
+            g = next(flat)
+            return to_numpy(g) if g is not None else np.zeros(tuple(t.shape))
+
+        expected = {"names": list(names), "grads": [map_leaves(ref_args[i], regroup) for i in idx]}
         return [Call(fn.name, args, grad_wrt=idx, projection=projection)], expected
 
     def judge(self, fn, case, expected, replies):
@@ -187,24 +185,60 @@ class GradientCheck(Check):
         if failed:
             return failed
         grads = reply.grads or ()
-        tol = fn.tol(case.dtype)
-        for name, exp, got in zip(expected["names"], expected["grads"], grads, strict=False):
-            if got is None and not np.any(np.asarray(exp)):
-                continue  # the output does not depend on this input: no gradient is the right answer
-            if got is None:
-                return Comparison(
-                    False,
-                    f"no gradient reaches {name}: the outputs do not depend on it through autograd "
-                    "(.detach(), .data, .item(), NumPy or a new tensor built from values breaks the graph)",
-                )
-            c = compare_tree(
-                f"d/d{name}", exp, got, tol, dtype=case.dtype, reveal=case.visibility == "public"
-            )
-            if not c.ok:
-                return Comparison(False, f"gradient wrong: {c.message}", c.max_abs_error, c.where)
         if len(grads) != len(expected["names"]):
             return Comparison(False, "the worker returned the wrong number of gradients")
+        tol = fn.tol(case.dtype)
+        for name, exp, got in zip(expected["names"], expected["grads"], grads, strict=True):
+            c = _compare_grads(f"d/d{name}", exp, got, tol, case)
+            if not c.ok:
+                return c
         return Comparison(True)
+
+
+def _has_float_tensor(v: Any) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.is_floating_point() for t in leaves(v))
+
+
+def _requiring_grad(t: Any) -> Any:
+    return t.requires_grad_(True) if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+
+def _is_grad_leaf(t: Any) -> bool:
+    return isinstance(t, torch.Tensor) and t.requires_grad and t.is_leaf
+
+
+def _compare_grads(name: str, exp: Any, got: Any, tol: Any, case: Case) -> Comparison:
+    """Gradient trees: None where no gradient reaches is right only where the reference's is all zero."""
+    if isinstance(exp, (tuple, list)):
+        if not isinstance(got, (tuple, list)) or len(got) != len(exp):
+            return Comparison(False, f"the worker returned gradients for {name} in the wrong structure")
+        for i, (e, g) in enumerate(zip(exp, got, strict=True)):
+            c = _compare_grads(f"{name}[{i}]", e, g, tol, case)
+            if not c.ok:
+                return c
+        return Comparison(True)
+    if isinstance(exp, dict):
+        if not isinstance(got, dict):
+            return Comparison(False, f"the worker returned gradients for {name} in the wrong structure")
+        for k, e in exp.items():
+            c = _compare_grads(f"{name}[{k!r}]", e, got.get(k), tol, case)
+            if not c.ok:
+                return c
+        return Comparison(True)
+    if exp is None:
+        return Comparison(True)
+    if got is None:
+        if not np.any(np.asarray(exp)):
+            return Comparison(True)  # the output does not depend on this input: no gradient is right
+        return Comparison(
+            False,
+            f"no gradient reaches {name.removeprefix('d/d')}: the outputs do not depend on it through autograd "
+            "(.detach(), .data, .item(), NumPy or a new tensor built from values breaks the graph)",
+        )
+    c = compare_tree(name, exp, got, tol, dtype=case.dtype, reveal=case.visibility == "public")
+    if not c.ok:
+        return Comparison(False, f"gradient wrong: {c.message}", c.max_abs_error, c.where)
+    return Comparison(True)
 
 
 DEFAULT_CHECKS: tuple[Check, ...] = (ForwardCheck(), GradientCheck())

@@ -443,10 +443,10 @@ class Worker:
             return {"ok": False, "error": f"{name} is not defined"}, None
         args = list(self.to_torch(tree["args"]))
         grad_wrt = [int(i) for i in msg.get("grad_wrt", [])]
-        for i in grad_wrt:
-            args[i] = args[i].detach().clone().requires_grad_(True)
+        for i in grad_wrt:  # a tensor, or a list/tuple/dict of them (per-layer weights): every float leaf
+            args[i] = self.requiring_grad(args[i])
         snapshot = [(i, t.detach().clone()) for i, t in self.tensor_args(args)]
-        leaves_in = [a for i, a in enumerate(args) if i in grad_wrt]
+        leaves_in = [t for i in grad_wrt for t in _flatten(args[i]) if self.is_grad_leaf(t)]
         self.tracer.reset(msg.get("banned", []))
         start = time.perf_counter()
         try:
@@ -466,13 +466,35 @@ class Worker:
         grads: Any = None
         if grad_wrt:
             try:
-                grads = self.gradients(value, self.to_torch(tree["projection"]), leaves_in)
+                flat = iter(self.gradients(value, self.to_torch(tree["projection"]), leaves_in))
+                grads = [self.regroup(args[i], flat) for i in grad_wrt]
             except BaseException as e:  # noqa: BLE001
                 body["ok"] = False
                 body["error"] = f"could not differentiate the outputs: {_format_exc(e, None)}"
                 return body, None
             value = None  # the forward check compares values; here only gradients travel back
         return body, {"value": value, "grads": grads}
+
+    def requiring_grad(self, tree: Any) -> Any:
+        """Fresh leaf copies that require grad, for every floating tensor in `tree` (structure kept)."""
+        if isinstance(tree, self.torch.Tensor):
+            return tree.detach().clone().requires_grad_(True) if tree.is_floating_point() else tree
+        if isinstance(tree, (tuple, list)):
+            return type(tree)(self.requiring_grad(x) for x in tree)
+        if isinstance(tree, dict):
+            return {k: self.requiring_grad(v) for k, v in tree.items()}
+        return tree
+
+    def is_grad_leaf(self, t: Any) -> bool:
+        return isinstance(t, self.torch.Tensor) and t.requires_grad and t.is_leaf
+
+    def regroup(self, tree: Any, grads: Any) -> Any:
+        """The gradients in the shape of the argument they belong to (None for non-float leaves)."""
+        if isinstance(tree, (tuple, list)):
+            return type(tree)(self.regroup(x, grads) for x in tree)
+        if isinstance(tree, dict):
+            return {k: self.regroup(v, grads) for k, v in tree.items()}
+        return next(grads) if self.is_grad_leaf(tree) else None
 
     def gradients(self, value: Any, projection: Any, leaves_in: list[Any]) -> list[Any]:
         torch = self.torch
