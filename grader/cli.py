@@ -106,8 +106,24 @@ def _print_check(result) -> None:
     metavar="ADDRESS",
     help="The Dask scheduler for --executor dask, e.g. tcp://10.0.0.5:8786.",
 )
+@click.option("--student", "students", multiple=True, help="Grade only this student id (repeatable).")
+@click.option("--cpu-seconds", type=float, default=None, help="CPU-time cap per worker [runner default].")
+@click.option("--disk-mb", type=int, default=None, help="Size of each worker's private directory [default].")
 def grade_cmd(
-    assignment, submissions, out, workers, timeout, memory_mb, secret, fresh, public, executor, scheduler
+    assignment,
+    submissions,
+    out,
+    workers,
+    timeout,
+    memory_mb,
+    secret,
+    fresh,
+    public,
+    executor,
+    scheduler,
+    students,
+    cpu_seconds,
+    disk_mb,
 ) -> None:
     """Grade every submission in SUBMISSIONS (instructors): writes OUT/<student>.json/.md and gradebook.csv."""
     from grader import pipeline, report
@@ -144,6 +160,9 @@ def grade_cmd(
         visibilities=("public", "hidden") if public else ("hidden",),
         executor=executor,
         scheduler=scheduler,
+        students=tuple(students),
+        cpu_seconds=cpu_seconds,
+        disk_mb=disk_mb,
     )
     try:
         run = pipeline.grade(assignment, submissions, out, opts, progress=progress, zygote=zygote)
@@ -155,6 +174,13 @@ def grade_cmd(
         if zygote is not None:
             zygote.stop()
     click.echo(run.secret_note, err=True)
+    if run.cache_note:
+        click.echo(run.cache_note, err=True)
+    protections = next(
+        (r["extra_data"].get("protections") for r in run.results if r["extra_data"].get("protections")), None
+    )
+    if protections:
+        click.echo(f"Worker protections: {', '.join(protections)} (docs/SECURITY.md)", err=True)
     if run.skipped:
         click.echo(
             f"Resumed: {run.skipped} submissions already graded with these cases were kept "

@@ -15,6 +15,7 @@ flat in the class size and an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import time
@@ -52,6 +53,9 @@ class GradeOptions:
     cache_dir: Path | None = None  # default ./.seqgrade/cache
     executor: str = "local"  # "local" | "dask"
     scheduler: str | None = None  # the Dask scheduler's address, e.g. tcp://10.0.0.5:8786
+    students: tuple[str, ...] = ()  # grade only these student ids (the gradebook still lists everyone graded)
+    cpu_seconds: float | None = None  # CPU-time cap per worker (default: the runner's)
+    disk_mb: int | None = None  # size of the worker's private directory (default: the runner's)
 
 
 @dataclass
@@ -150,6 +154,8 @@ def _report(
     result = _score(plan, cases, sub, run)
     data = report.to_results_json(result)
     data["extra_data"]["case_key"] = case_key
+    data["extra_data"]["source_sha256"] = source_hash(sub)
+    data["extra_data"]["origin"] = sub.origin
     data["extra_data"]["protections"] = list(run.protections)  # confinement layers active in the worker
     data["extra_data"]["student_seconds"] = round(
         sum(r.seconds for replies in run.replies.values() for r in replies), 4
@@ -237,15 +243,24 @@ def grade(
         )
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
-        todo, results = [], []
+        if options.students:
+            unknown = sorted(set(options.students) - {s.student for s in subs})
+            if unknown:
+                raise ConfigError(f"no submission for {', '.join(unknown)} in {submissions}")
+            subs = [s for s in subs if s.student in set(options.students)]
+        todo, skipped = [], 0
         for s in subs:
             prev = None if options.fresh else report.read_student(out / f"{report.file_stem(s.student)}.json")
-            if prev and prev.get("extra_data", {}).get("case_key") == key:
-                results.append(_slim(prev))
+            extra = (prev or {}).get("extra_data", {})
+            if extra.get("case_key") == key and extra.get("source_sha256") == source_hash(s):
+                skipped += 1  # graded with these cases and this exact code: keep the report
             else:
                 todo.append(s)
-        skipped = len(results)
         run_opts = RunOptions(timeout=options.timeout, memory_mb=options.memory_mb)
+        if options.cpu_seconds is not None:
+            run_opts.cpu_seconds = options.cpu_seconds
+        if options.disk_mb is not None:
+            run_opts.disk_mb = options.disk_mb
         if local:
             assert zygote is not None
             stream = grade_local(
@@ -268,10 +283,10 @@ def grade(
             stem = report.file_stem(data["extra_data"]["student"])
             report.atomic_write(out / f"{stem}.md", markdown)
             report.atomic_write(out / f"{stem}.json", report.json_dumps(data))
-            results.append(_slim(data))
             meter.tick()
             if progress:
                 progress(meter.done, meter.total, f"{meter.rate:.1f}/s {data['extra_data']['student']}")
+        results = [_slim(r) for r in report.read_all(out)]  # everyone graded into OUT, this run or before
         report.write_gradebook(out, results)
         return GradeRun(plan, results, len(todo), skipped, time.monotonic() - start, note, out, cache_note)
     finally:
@@ -315,8 +330,18 @@ def _slim(data: dict[str, Any]) -> dict[str, Any]:
             "student": extra["student"],
             "functions": extra["functions"],
             "import_error": extra["import_error"],
+            "protections": extra.get("protections", []),
         },
     }
+
+
+def source_hash(sub: Submission) -> str:
+    """A hash of everything the worker would receive: a resubmission is regraded, an unchanged one is not."""
+    h = hashlib.sha256()
+    for name in sorted(sub.files):
+        h.update(name.encode() + b"\0" + hashlib.sha256(sub.files[name]).digest())
+    h.update(sub.problem.encode())
+    return h.hexdigest()
 
 
 def _unique_ids(subs: list[Submission]) -> None:

@@ -119,6 +119,26 @@ def read_student(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def read_all(out: Path) -> list[dict[str, Any]]:
+    """Every student report in `out` (results.json files with extra_data.student), in file-name order."""
+    found = []
+    for path in sorted(Path(out).glob("*.json")):
+        data = read_student(path)
+        if (
+            isinstance(data, dict)
+            and isinstance(data.get("extra_data"), dict)
+            and "student" in data["extra_data"]
+        ):
+            found.append(data)
+    return found
+
+
+def md_escape(text: str) -> str:
+    """A student id or other untrusted text, safe inside Markdown (no HTML, no emphasis, no links)."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_\[\]()#!|~])", r"\\\1", text)
+
+
 def csv_safe(value: Any) -> Any:
     """Neutralise spreadsheet formulas in text cells (=, +, -, @, tab, CR lead a formula)."""
     if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
