@@ -1,8 +1,13 @@
 """The long-memory task of the `memory` assignment and the fixed model graded on it.
 
-Task ("remember the first token"): a sequence of T = 60 tokens, each uniform over V = 4 symbols. The label is
-the first token: the model must carry it across 59 later tokens drawn from the same symbols, so it cannot
-tell the key by its value, only by its position, and must ignore everything after it.
+Task ("remember the first token"): a sequence of T = 100 tokens, each uniform over V = 4 symbols. The label is
+the first token: the model must carry it across the 99 later tokens drawn from the same symbols, so it cannot
+tell the key by its value, only by its position. The last token is a decoy: in a random DECOY = 30% of the
+sequences it is overwritten by the label, so reading only the last token scores 0.3 + 0.7/4 = 47.5%, and a
+model without long memory settles there (chance is 25%, the first token gives 100%).
+Measured (benchmarks/memory_premise.py, 5 seeds): an LSTM or GRU trained by reference.train_memory (gate bias
+4, Adam) reaches 99% in 600-1200 steps; a plain tanh RNN trained the same way for 4500 steps, with Adam or
+SGD, stays at the decoy's 47-50%.
 
 Model (fixed by the handout): one-hot inputs, one recurrent layer in torch.nn layout (nn.LSTM, nn.GRU or
 nn.RNN with tanh, batch_first=True, h0 = c0 = 0), and a linear read-out of the last hidden state:
@@ -28,19 +33,24 @@ from reference.rnn import rnn_forward
 
 VOCAB = 4
 CLASSES = 4
-LENGTH = 60
+LENGTH = 100
+DECOY = 0.3
 MAX_HIDDEN = 256
 KEYS = ("rnn.weight_ih_l0", "rnn.weight_hh_l0", "rnn.bias_ih_l0", "rnn.bias_hh_l0", "fc.weight", "fc.bias")
 CELLS = {4: "lstm", 3: "gru", 1: "rnn"}
 
 
-def make_batch(gen: torch.Generator, B: int, T: int = LENGTH) -> tuple[Tensor, Tensor]:
-    """B sequences of the task from a seeded generator.
+def make_batch(gen: torch.Generator, B: int, T: int = LENGTH, decoy: float = DECOY) -> tuple[Tensor, Tensor]:
+    """B sequences of the task from a seeded generator: uniform tokens; the label is the first one; with
+    probability `decoy` the last token is overwritten by the label.
 
     Shapes: -> tokens (B, T) int64, labels (B,) int64 (= tokens[:, 0]).
     """
     tokens = torch.randint(0, VOCAB, (B, T), generator=gen)  # (B, T)
-    return tokens, tokens[:, 0].clone()  # (B, T), (B,)
+    labels = tokens[:, 0].clone()  # (B,)
+    copy = torch.rand(B, generator=gen, dtype=torch.float64) < decoy  # (B,)
+    tokens[copy, -1] = labels[copy]
+    return tokens, labels
 
 
 def check_weights(weights: dict[str, Tensor]) -> str:

@@ -1,4 +1,4 @@
-"""memory: train a recurrent model that remembers the first token of a 60-token sequence.
+"""memory: train a recurrent model that remembers the first token of a 100-token sequence.
 
 You submit a folder with this file and your trained weights, memory_weights.pt (or memory_weights.npz).
 The grader imports this file (keep the training under `if __name__ == "__main__":`) and evaluates
@@ -15,16 +15,21 @@ import torch
 from torch import nn
 
 VOCAB = 4  # tokens 0..3; also the number of classes
-LENGTH = 60  # the label is the first token, 59 steps before the end
+LENGTH = 100  # the label is the first token, 99 steps before the end
+DECOY = 0.3  # how often the last token is overwritten by the label
 
 
 def make_batch(gen: torch.Generator, B: int, T: int = LENGTH) -> tuple[torch.Tensor, torch.Tensor]:
-    """B sequences of the task: every token uniform over 0..3; the label is the first token.
+    """B sequences of the task (the grader's, too): every token uniform over 0..3; the label is the first
+    token; in a random 30% of the sequences the last token is overwritten by the label (the decoy).
 
     Shapes: -> tokens (B, T) int64, labels (B,) int64.
     """
     tokens = torch.randint(0, VOCAB, (B, T), generator=gen)
-    return tokens, tokens[:, 0].clone()
+    labels = tokens[:, 0].clone()
+    copy = torch.rand(B, generator=gen, dtype=torch.float64) < DECOY
+    tokens[copy, -1] = labels[copy]
+    return tokens, labels
 
 
 class MemoryModel(nn.Module):
@@ -34,7 +39,7 @@ class MemoryModel(nn.Module):
     Shapes: tokens (B, T) int64 -> logits (B, 4).
     """
 
-    def __init__(self, cell: str = "lstm", hidden: int = 32):
+    def __init__(self, cell: str = "lstm", hidden: int = 64):
         super().__init__()
         rnn_class = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}[cell]
         self.rnn = rnn_class(VOCAB, hidden, batch_first=True)  # one layer, h0 = 0
@@ -51,19 +56,33 @@ def accuracy(model: MemoryModel, tokens: torch.Tensor, labels: torch.Tensor) -> 
         return (model(tokens).argmax(dim=1) == labels).float().mean().item()
 
 
-def train(model: MemoryModel, *, steps: int, batch: int = 64, lr: float = 3e-3, seed: int = 0) -> MemoryModel:
-    """Train on fresh batches from make_batch with cross-entropy, Adam and gradient clipping.
-
-    TODO: write the training loop (the lecture's loop: forward, loss, zero_grad, backward, clip, step),
-    printing the accuracy on a held-out batch now and then. Read the handout's hints on the forget gate.
-    """
-    raise NotImplementedError
+def train(model: MemoryModel, *, steps: int, batch: int = 64, lr: float = 1e-3, seed: int = 0) -> MemoryModel:
+    """Train on fresh batches from make_batch with cross-entropy, Adam and gradient clipping."""
+    gen = torch.Generator().manual_seed(seed)
+    val_tokens, val_labels = make_batch(torch.Generator().manual_seed(seed + 1), 500)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    for step in range(1, steps + 1):
+        tokens, labels = make_batch(gen, batch)
+        loss = nn.functional.cross_entropy(model(tokens), labels)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 100 == 0:
+            acc = accuracy(model, val_tokens, val_labels)
+            print(f"step {step}  loss {loss.item():.3f}  held-out accuracy {acc:.3f}", flush=True)
+            if acc >= 0.99:
+                break
+    return model
 
 
 if __name__ == "__main__":
+    torch.set_num_threads(1)  # small matrices: one thread is fastest
     torch.manual_seed(0)
-    model = MemoryModel("lstm", hidden=32)
-    train(model, steps=3000)
+    model = MemoryModel("lstm", hidden=64)
+    with torch.no_grad():  # forget-gate bias 4 (rows H:2H): f_t starts near 0.98, so c_t keeps c_{t-1}
+        model.rnn.bias_hh_l0[64:128] += 4.0
+    train(model, steps=1500)
     val_tokens, val_labels = make_batch(torch.Generator().manual_seed(1234), 1000)
     print(f"held-out accuracy: {accuracy(model, val_tokens, val_labels):.3f}")
     torch.save(model.state_dict(), "memory_weights.pt")
