@@ -1,10 +1,15 @@
 """Run one submission's calls in a worker: import, call each function on each case, survive anything.
 
-The runner is trusted. It copies the submission's files into a private directory, asks the zygote for a
-worker, and sends it one Call at a time with a deadline. A function that times out loses its remaining
+The runner is trusted. It copies the submission's files into a private directory and asks its slot's
+host (grader.worker: a monitor and an init that live as long as the slot) for a worker. It sends the
+worker every call of the submission in one request (split when very large); the worker answers each call
+as soon as it is done, and each answer has its own deadline (--timeout), counted from the previous
+answer, exactly as if the calls were sent one by one. A function that times out loses its remaining
 calls (at most one --timeout per function); a worker that crashes or times out is killed and replaced,
-and grading goes on with the next function. Output the worker prints is kept up to a cap.
-Calls whose function is "file:<name>" are answered here, from the submission's files, without a worker.
+and grading goes on with the calls after the failed one. Output the worker prints is kept up to a cap.
+
+Calls whose function is "file:<name>" are answered here, from the submission's files, without a worker,
+whether or not the module imports; a plan that asks only for files never starts a worker.
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ import os
 import select
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import time
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,8 @@ OUTPUT_CAP = 16 << 10  # bytes of worker output kept for the report
 OUTPUT_FLOOD = 64 << 20  # bytes after which a worker is stopped for flooding
 MAX_REPLY_BYTES = 256 << 20
 MAX_RESTARTS = 100
+BATCH_BYTES = 8 << 20  # array bytes in one request to a worker (more calls go in the next request)
+BATCH_NODES = 20_000  # tree nodes in one request (wire.MAX_NODES is the hard limit)
 
 
 @dataclass
@@ -50,11 +59,17 @@ class RunOptions:
     sandbox_off: tuple[str, ...] = ()  # layers to leave out (tests of the degraded path)
 
 
+class HostGone(Exception):
+    """A slot host stopped answering (its zygote was stopped, or it was killed): start another."""
+
+
 class SlotPool:
     """Worker slots of this grading process, each with its own uid when running as root.
 
-    A uid is used by one worker at a time across every seqgrade process on the machine (a lock file in
-    /run/seqgrade), owns no passwd/group entry, and is swept (all its processes killed) before and after use.
+    A uid is used by one slot at a time across every seqgrade process on the machine (a lock file in
+    /run/seqgrade), owns no passwd/group entry, and is swept (all its processes killed) when its slot host
+    starts and ends; between two workers, the host empties the slot's pid namespace (or, without one,
+    kills what the worker left and sweeps the uid).
     """
 
     LOCK_DIR = Path("/run/seqgrade")
@@ -62,6 +77,7 @@ class SlotPool:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.free: list[tuple[int, int | None, Any]] = []  # (slot, uid, lock file)
+        self.hosts: dict[int, SlotHost] = {}  # slot -> its host (touched only by the slot's holder)
         self.next = 0
 
     def acquire(self) -> tuple[int, int | None, Any]:
@@ -91,6 +107,18 @@ class SlotPool:
         with self.lock:
             self.free.append(slot)
 
+    def host(self, slot: tuple[int, int | None, Any], zygote: Zygote, off: list[str], *, fresh: bool = False):
+        """The slot's host for this zygote and these switched-off layers, started if needed."""
+        key = (zygote.token, slot[1], tuple(off))
+        host = self.hosts.get(slot[0])
+        if host is not None and (fresh or host.closed or host.key != key):
+            host.close()
+            host = None
+        if host is None:
+            host = SlotHost(zygote, key, {"uid": slot[1], "off": list(off)})
+            self.hosts[slot[0]] = host
+        return host
+
 
 SLOTS = SlotPool()
 
@@ -109,7 +137,7 @@ class RunResult:
 
 
 class StatusReader:
-    """The status lines of one worker (see grader.worker): init pid, protections, exit status, done."""
+    """The status lines of a slot host or a worker (see grader.worker): init pid, protections, exit, done."""
 
     def __init__(self, fd: int):
         self.fd: int | None = fd
@@ -146,25 +174,96 @@ class StatusReader:
                 break
         return self.get(key)
 
+    def wait_eof(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.read(deadline - time.monotonic()):
+            pass
+        return self.fd is None
+
     def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
 
 
-class WorkerHandle:
-    """The grading process's end of one worker: a socket, an output pipe, a status pipe, the init's pid."""
+class SlotHost:
+    """The grading process's end of one slot's monitor + init (grader.worker), which outlive a submission:
+    each worker is then one fork of the init, and ending it one message."""
 
-    def __init__(self, zygote: Zygote, workdir: str, config: dict[str, Any], sink: OutputSink):
-        self.monitor, self.sock, self.out, st = zygote.spawn(workdir, config)
+    def __init__(self, zygote: Zygote, key: tuple, config: dict[str, Any]):
+        self.key = key
+        self.zygote = zygote
+        self.closed = False
+        self.monitor, self.ctrl, st = zygote.host(config)
+        self.status = StatusReader(st)
+        init = self.status.wait_for("init", 30.0)
+        self.init = int(init) if init and init.isdigit() else None
+        if self.init is None:
+            self.close()
+            raise RuntimeError("the worker's monitor did not start")
+        zygote.closers.append(self.close)
+
+    def spawn(self, workdir: str, config: dict[str, Any]) -> tuple[socket.socket, int, int]:
+        """Ask the init for a worker. Returns (socket to it, read end of its output, of its status)."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        out_r, out_w = os.pipe()
+        st_r, st_w = os.pipe()
+        request = json.dumps({"op": "spawn", "workdir": workdir, "config": config}).encode()
+        try:
+            socket.send_fds(self.ctrl, [request], [theirs.fileno(), out_w, st_w])
+        except OSError:
+            ours.close()
+            os.close(out_r)
+            os.close(st_r)
+            self.close()
+            raise HostGone from None
+        finally:
+            theirs.close()
+            os.close(out_w)
+            os.close(st_w)
+        return ours, out_r, st_r
+
+    def end(self) -> bool:
+        """Ask the init to end the worker (and everything it started); False if the host is gone."""
+        try:
+            self.ctrl.send(b'{"op": "end"}')
+            return True
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """The last resort: kill the init, which ends the slot's namespace and all in it."""
+        if self.init is not None:
+            try:
+                os.kill(self.init, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def close(self) -> None:
+        """End the slot: the init ends its worker and exits, the monitor sweeps the uid and says done."""
+        if self.closed:
+            return
+        self.closed = True
+        self.ctrl.close()
+        if not self.status.wait_eof(10.0):
+            self.kill()
+            self.status.wait_eof(10.0)
+        self.status.close()
+        try:
+            self.zygote.closers.remove(self.close)
+        except ValueError:
+            pass
+
+
+class WorkerHandle:
+    """The grading process's end of one worker: a socket, an output pipe, a status pipe."""
+
+    def __init__(self, host: SlotHost, workdir: str, config: dict[str, Any], sink: OutputSink):
+        self.host = host
+        self.sock, self.out, st = host.spawn(workdir, config)
         self.status = StatusReader(st)
         self.sink = sink
         self.alive = True
-        init = self.status.wait_for("init", 30.0)
-        self.pid = int(init) if init and init.isdigit() else None
-        if self.pid is None:
-            self.kill()
-            raise RuntimeError("the worker's monitor did not start")
 
     def protections(self, timeout: float = 10.0) -> list[str]:
         """What the worker reported before any student code ran; RuntimeError if it could not confine."""
@@ -211,20 +310,34 @@ class WorkerHandle:
             return f"exited with code {os.WEXITSTATUS(code)}"
         return ""
 
-    def request(self, body: dict[str, Any], tree: Any, *, timeout: float, max_bytes: int) -> tuple[dict, Any]:
-        deadline = time.monotonic() + timeout
+    def send(self, data: bytes, timeout: float) -> None:
+        """Send a request; TimedOut if the worker does not take it within `timeout` (it always reads a
+        whole request before it answers, unless its own code broke it)."""
         try:
-            wire.send(self.sock, wire.encode(body, tree))
+            self.sock.settimeout(timeout)
+            self.sock.sendall(data)
+        except TimeoutError:
+            raise TimedOut("timed out") from None
         except OSError:
             raise WorkerCrashed(self._died()) from None
-        return self._receive(deadline, max_bytes)
+        finally:
+            try:
+                self.sock.settimeout(None)
+            except OSError:
+                pass
+
+    def request(self, body: dict[str, Any], tree: Any, *, timeout: float, max_bytes: int) -> tuple[dict, Any]:
+        deadline = time.monotonic() + timeout
+        self.send(wire.encode(body, tree), timeout)
+        return self.receive(deadline, max_bytes)
 
     def _died(self) -> str:
         self.drain()
         reason = self.exit_reason()
         return "the worker process died" + (f" ({reason})" if reason else "")
 
-    def _receive(self, deadline: float, max_bytes: int) -> tuple[dict, Any]:
+    def receive(self, deadline: float, max_bytes: int) -> tuple[dict, Any]:
+        """One reply before `deadline` (time.monotonic()), its size checked from its header."""
         buf = bytearray()
         need = wire.HEADER.size
         header: tuple[int, int] | None = None
@@ -256,7 +369,8 @@ class WorkerHandle:
                     raise WorkerCrashed(f"stopped: printed more than {OUTPUT_FLOOD >> 20} MiB of output")
             if self.sock in ready:
                 try:
-                    chunk = self.sock.recv(min(max(need - len(buf), 1 << 16), 8 << 20))
+                    # exactly what this reply still needs: the next reply stays in the socket
+                    chunk = self.sock.recv(min(need - len(buf), 8 << 20))
                 except OSError:
                     chunk = b""
                 if not chunk:
@@ -276,15 +390,11 @@ class WorkerHandle:
                 break
 
     def kill(self) -> None:
-        """End the worker and everything it started; returns once its monitor says all are gone."""
+        """End the worker and everything it started; returns once its init says all are gone."""
         if not self.alive:
             return
         self.alive = False
-        if self.pid is not None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)  # the init: with a pid namespace, the whole tree goes
-            except (ProcessLookupError, PermissionError):
-                pass
+        ended = self.host.end()
         self.drain()
         try:
             self.sock.close()
@@ -293,9 +403,10 @@ class WorkerHandle:
         if self.out is not None:
             os.close(self.out)
             self.out = None
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and self.status.read(deadline - time.monotonic()):
-            pass
+        if not (ended and self.status.wait_eof(10.0)):
+            self.host.kill()  # the init did not answer: end the whole slot (its namespace) instead
+            self.host.close()
+            self.status.wait_eof(10.0)
         self.status.close()
 
 
@@ -331,39 +442,43 @@ def run_submission(
 ) -> RunResult:
     start = time.monotonic()
     result = RunResult()
-    if sub.problem:
+    needs_module = any(not c.function.startswith("file:") for p in cases.items for c in p.calls)
+    if sub.problem or not needs_module:
         result.import_error = sub.problem
-        _fail_all(cases, result, "missing", sub.problem)
+        _answer_without_worker(cases, sub, result, sub.problem)
+        result.seconds = time.monotonic() - start
         return result
     slot = SLOTS.acquire()
     workdir = tempfile.mkdtemp(prefix="seqgrade-w-")
     sink = OutputSink()
     try:
         _write_files(Path(workdir), sub.files)
+        off = sorted(set(options.sandbox_off) | sandbox.disabled())  # + $SEQGRADE_SANDBOX_OFF
         config = {
             "memory_mb": options.memory_mb,
             "banned": _all_banned(plan),
             "uid": slot[1],
             "cpu_seconds": options.cpu_seconds or int(max(60, 10 * options.timeout)),
             "fsize_mb": options.fsize_mb,
-            "off": sorted(set(options.sandbox_off) | sandbox.disabled()),  # + $SEQGRADE_SANDBOX_OFF
+            "off": off,
             "hide": _folders_to_hide(sub),
             "disk_mb": options.disk_mb,
         }
-        session = _Session(zygote, workdir, config, sink, plan, options)
+        session = _Session(
+            lambda fresh: SLOTS.host(slot, zygote, off, fresh=fresh), workdir, config, sink, options
+        )
         try:
-            err = session.start()
+            err = session.start(plan.module)
             if err:
                 result.import_error = err
-                _fail_all(cases, result, "missing", f"the submission could not be imported: {err}")
+                _answer_without_worker(cases, sub, result, f"the submission could not be imported: {err}")
             else:
-                for fn in plan.functions:
-                    items = [(i, p) for i, p in enumerate(cases.items) if p.function == fn.name]
-                    session.run_function(fn.name, fn.banned + plan.banned, items, sub, result)
+                session.run(plan, cases, sub, result)
         finally:
             session.close()
         result.restarts = session.restarts
         result.protections = session.protections
+        zygote.protections = session.protections
     finally:
         _remove_tree(workdir)
         SLOTS.release(slot)
@@ -392,9 +507,15 @@ def _remove_tree(path: str) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def _fail_all(cases: CaseSet, result: RunResult, failure: str, error: str) -> None:
+def _answer_without_worker(cases: CaseSet, sub: Submission, result: RunResult, error: str) -> None:
+    """File calls answered from the submission's files; every other call fails with `error`."""
     for i, p in enumerate(cases.items):
-        result.replies[i] = [Reply(failure=failure, error=error) for _ in p.calls]
+        result.replies[i] = [
+            answer_file_call(c, sub)
+            if c.function.startswith("file:")
+            else Reply(failure="missing", error=error)
+            for c in p.calls
+        ]
 
 
 def _all_banned(plan: Plan) -> list[str]:
@@ -413,21 +534,40 @@ def _write_files(root: Path, files: dict[str, bytes]) -> None:
         target.write_bytes(data)
 
 
+@dataclass
+class _Pending:
+    """One call for the worker: where its reply goes (item i, call k) and the function it grades."""
+
+    fn: str
+    banned: tuple[str, ...]
+    i: int
+    k: int
+    call: Call
+
+
 class _Session:
     """A worker with the submission imported, replaced whenever it dies or hangs."""
 
-    def __init__(self, zygote, workdir, config, sink, plan, options):
-        self.zygote, self.workdir, self.config, self.sink = zygote, workdir, config, sink
-        self.plan, self.options = plan, options
+    def __init__(self, get_host, workdir, config, sink, options):
+        self.get_host, self.workdir, self.config, self.sink = get_host, workdir, config, sink
+        self.options = options
+        self.module = ""
         self.handle: WorkerHandle | None = None
         self.functions: set[str] = set()
         self.restarts = 0
         self.protections: list[str] = []
         self.dead = ""  # set when a replacement worker could not import the module: no more workers
 
-    def start(self) -> str:
+    def _spawn(self) -> WorkerHandle:
+        try:
+            return WorkerHandle(self.get_host(False), self.workdir, self.config, self.sink)
+        except HostGone:  # the slot's host went away (its zygote was stopped): a fresh one
+            return WorkerHandle(self.get_host(True), self.workdir, self.config, self.sink)
+
+    def start(self, module: str) -> str:
         """Fork a worker and import the module; '' on success, else the reason."""
-        self.handle = WorkerHandle(self.zygote, self.workdir, self.config, self.sink)
+        self.module = module
+        self.handle = self._spawn()
         try:
             self.protections = (
                 self.handle.protections()
@@ -435,13 +575,9 @@ class _Session:
         except BaseException:
             self.handle.kill()
             raise
-        self.zygote.protections = self.protections
         try:
             body, _ = self.handle.request(
-                {"op": "import", "module": self.plan.module},
-                None,
-                timeout=self.options.timeout,
-                max_bytes=1 << 20,
+                {"op": "import", "module": module}, None, timeout=self.options.timeout, max_bytes=1 << 20
             )
         except TimedOut:
             self.handle.kill()
@@ -464,91 +600,185 @@ class _Session:
         if self.restarts > MAX_RESTARTS:
             self.dead = f"the worker was replaced {MAX_RESTARTS} times"
             return False
-        err = self.start()
+        err = self.start(self.module)
         if err:
             self.dead = f"a replacement worker could not import the module: {err}"
         return not err
 
-    def run_function(self, name, banned, items, sub: Submission, result: RunResult) -> None:
-        dead_reason = ""
-        if name not in self.functions and not all(
-            c.function.startswith("file:") for _, p in items for c in p.calls
-        ):
-            dead_reason = f"{name} is not defined in {self.plan.module}.py"
-            failure = "missing"
-        for i, p in items:
-            replies = []
-            for call in p.calls:
-                if call.function.startswith("file:"):
-                    replies.append(answer_file_call(call, sub))
-                elif dead_reason:
-                    replies.append(Reply(failure=failure, error=dead_reason))
-                else:
-                    r = self.call(call, banned)
-                    replies.append(r)
-                    if r.failure == "timeout":
-                        dead_reason = f"skipped: {name} already timed out (limit {self.options.timeout:g} s)"
-                        failure = "skipped"
-                    elif r.failure == "crash" and _hit_a_limit(r.error):  # one strike, like a timeout
-                        dead_reason, failure = f"skipped: {name} already {_hit_a_limit(r.error)}", "skipped"
-                    elif r.failure in ("crash", "bad-reply") and self.handle is None:
-                        dead_reason, failure = (
-                            f"skipped: the worker could not be restarted ({self.dead})",
-                            "skipped",
+    def run(self, plan: Plan, cases: CaseSet, sub: Submission, result: RunResult) -> None:
+        """Every call of the submission, function by function in the plan's order."""
+        replies: dict[int, list[Reply | None]] = {}
+        todo: list[_Pending] = []
+        for fn in plan.functions:
+            items = [(i, p) for i, p in enumerate(cases.items) if p.function == fn.name]
+            only_files = all(c.function.startswith("file:") for _, p in items for c in p.calls)
+            missing = fn.name not in self.functions and not only_files
+            banned = tuple(fn.banned) + tuple(plan.banned)
+            for i, p in items:
+                replies[i] = [None] * len(p.calls)
+                for k, call in enumerate(p.calls):
+                    if call.function.startswith("file:"):
+                        replies[i][k] = answer_file_call(call, sub)
+                    elif missing:
+                        replies[i][k] = Reply(
+                            failure="missing", error=f"{fn.name} is not defined in {plan.module}.py"
                         )
-            result.replies[i] = replies
+                    else:
+                        todo.append(_Pending(fn.name, banned, i, k, call))
+        self._run_calls(todo, replies, cases)
+        for i, rs in replies.items():
+            result.replies[i] = [
+                r if r is not None else Reply(failure="skipped", error="not run") for r in rs
+            ]
 
-    def call(self, call: Call, banned: tuple[str, ...]) -> Reply:
-        if self.handle is None or not self.handle.alive:
-            if not self.restart():
-                self.handle = None
-                return Reply(failure="crash", error=f"the worker could not be restarted ({self.dead})")
-        body = {
-            "op": "call",
-            "function": call.function,
-            "grad_wrt": list(call.grad_wrt),
-            "banned": list(banned),
-        }
-        tree = {"args": call.args, "projection": call.projection}
+    def _run_calls(
+        self, todo: list[_Pending], replies: dict[int, list[Reply | None]], cases: CaseSet
+    ) -> None:
+        skip: dict[str, str] = {}  # function -> why its remaining calls are skipped
+        pos = 0
+        while pos < len(todo):
+            e = todo[pos]
+            if e.fn in skip:
+                replies[e.i][e.k] = Reply(failure="skipped", error=skip[e.fn])
+                pos += 1
+                continue
+            if self.handle is None or not self.handle.alive:
+                if not self.restart():
+                    self.handle = None
+                    r = Reply(failure="crash", error=f"the worker could not be restarted ({self.dead})")
+                    replies[e.i][e.k] = r
+                    self._after_failure(e.fn, r, skip)
+                    pos += 1
+                    continue
+            batch = _batch(todo, pos)
+            done = self._send_batch(batch, cases, todo, pos, replies, skip)
+            pos += done
+
+    def _send_batch(self, batch, cases, todo, pos, replies, skip) -> int:
+        """Send `batch` (= todo[pos:pos+len(batch)]) and collect its replies; returns how many calls were
+        settled (all of them, or up to the one that timed out / crashed the worker)."""
+        handle = self.handle
+        assert handle is not None
+        timeout = self.options.timeout
         start = time.monotonic()
         try:
-            resp, value = self.handle.request(
-                body, tree, timeout=self.options.timeout, max_bytes=self.options.max_reply_bytes
-            )
-        except TimedOut:
-            self.handle.kill()
+            handle.send(_encode_batch(cases, todo, pos, len(batch)), timeout)
+        except (TimedOut, WorkerCrashed) as exc:
+            r = self._failed(batch[0], exc, start)
+            replies[batch[0].i][batch[0].k] = r
+            self._after_failure(batch[0].fn, r, skip)
+            return 1
+        for n, e in enumerate(batch):
+            try:
+                resp, value = handle.receive(start + timeout, self.options.max_reply_bytes)
+            except (TimedOut, WorkerCrashed, BadReply) as exc:
+                r = self._failed(e, exc, start)
+                replies[e.i][e.k] = r
+                self._after_failure(e.fn, r, skip)
+                return n + 1
+            replies[e.i][e.k] = _reply(e.call, resp, value)
+            start = time.monotonic()  # the worker starts the next call as it sends this reply
+        return len(batch)
+
+    def _failed(self, e: _Pending, exc: Exception, start: float) -> Reply:
+        assert self.handle is not None
+        self.handle.kill()
+        if isinstance(exc, TimedOut):
             return Reply(
                 failure="timeout",
                 error=f"timed out after {self.options.timeout:g} s",
                 seconds=time.monotonic() - start,
             )
-        except WorkerCrashed as e:
-            self.handle.kill()
-            return Reply(failure="crash", error=f"crashed: {e}")
-        except BadReply as e:
-            self.handle.kill()
-            return Reply(failure="bad-reply", error=f"unusable result: {e}")
-        mutated = tuple(_arg_name(call, m) for m in resp.get("mutated", []) if isinstance(m, list))
-        banned_hits = tuple(str(b) for b in resp.get("banned", []) if isinstance(b, str))
-        if not resp.get("ok"):
-            return Reply(
-                failure="exception",
-                error=str(resp.get("error", "raised an exception"))[:500],
-                banned=banned_hits,
-            )
-        value = value if isinstance(value, dict) else {}
-        grads = value.get("grads")
-        return Reply(
-            value=value.get("value"),
-            grads=tuple(grads) if isinstance(grads, (list, tuple)) else None,
-            mutated=mutated,
-            banned=banned_hits,
-            seconds=float(resp.get("seconds", 0.0)) if isinstance(resp.get("seconds"), (int, float)) else 0.0,
-        )
+        if isinstance(exc, WorkerCrashed):
+            return Reply(failure="crash", error=f"crashed: {exc}")
+        return Reply(failure="bad-reply", error=f"unusable result: {exc}")
+
+    def _after_failure(self, name: str, r: Reply, skip: dict[str, str]) -> None:
+        """A timeout, a limit hit or a worker that cannot be replaced costs the function its other calls."""
+        if r.failure == "timeout":
+            skip[name] = f"skipped: {name} already timed out (limit {self.options.timeout:g} s)"
+        elif r.failure == "crash" and _hit_a_limit(r.error):  # one strike, like a timeout
+            skip[name] = f"skipped: {name} already {_hit_a_limit(r.error)}"
+        elif r.failure in ("crash", "bad-reply") and self.handle is None:
+            skip[name] = f"skipped: the worker could not be restarted ({self.dead})"
 
     def close(self) -> None:
         if self.handle is not None:
             self.handle.kill()
+
+
+def _reply(call: Call, resp: dict[str, Any], value: Any) -> Reply:
+    mutated = tuple(_arg_name(call, m) for m in resp.get("mutated", []) if isinstance(m, list))
+    banned_hits = tuple(str(b) for b in resp.get("banned", []) if isinstance(b, str))
+    if not resp.get("ok"):
+        return Reply(
+            failure="exception",
+            error=str(resp.get("error", "raised an exception"))[:500],
+            banned=banned_hits,
+        )
+    value = value if isinstance(value, dict) else {}
+    grads = value.get("grads")
+    seconds = resp.get("seconds")
+    return Reply(
+        value=value.get("value"),
+        grads=tuple(grads) if isinstance(grads, (list, tuple)) else None,
+        mutated=mutated,
+        banned=banned_hits,
+        seconds=float(seconds) if isinstance(seconds, (int, float)) else 0.0,
+    )
+
+
+def _batch(todo: list[_Pending], pos: int) -> list[_Pending]:
+    """The calls from `pos` that go in one request: all of them, unless that would be very large."""
+    nbytes = nodes = 0
+    end = pos
+    while end < len(todo):
+        b, n = _size(todo[end].call.args), _size(todo[end].call.projection)
+        if end > pos and (nbytes + b[0] > BATCH_BYTES or nodes + b[1] + n[1] > BATCH_NODES):
+            break
+        nbytes, nodes = nbytes + b[0] + n[0], nodes + b[1] + n[1] + 8
+        end += 1
+    return todo[pos:end]
+
+
+def _size(tree: Any) -> tuple[int, int]:
+    """(array bytes, tree nodes) of a call's arguments, as wire.encode will write them."""
+    if isinstance(tree, (tuple, list)):
+        sizes = [_size(x) for x in tree]
+        return sum(s[0] for s in sizes), 1 + sum(s[1] for s in sizes)
+    if isinstance(tree, dict):
+        sizes = [_size(x) for x in tree.values()]
+        return sum(s[0] for s in sizes), 1 + sum(s[1] for s in sizes)
+    return int(getattr(tree, "nbytes", 0) or 0), 1
+
+
+_ENCODED: OrderedDict[tuple, tuple[Any, bytes]] = OrderedDict()  # a case set's requests, encoded once
+_ENCODED_LOCK = threading.Lock()
+
+
+def _encode_batch(cases: CaseSet, todo: list[_Pending], pos: int, n: int) -> bytes:
+    """One "calls" request. The same case set sends the same requests to every submission, so they are
+    encoded once per case set (the cache holds the case set, so its id is not reused while cached)."""
+    batch = todo[pos : pos + n]
+    key = (id(cases), tuple((e.i, e.k, e.banned) for e in batch))
+    with _ENCODED_LOCK:
+        hit = _ENCODED.get(key)
+        if hit is not None and hit[0] is cases:
+            _ENCODED.move_to_end(key)
+            return hit[1]
+    body = {
+        "op": "calls",
+        "calls": [
+            {"function": e.call.function, "grad_wrt": list(e.call.grad_wrt), "banned": list(e.banned)}
+            for e in batch
+        ],
+    }
+    data = wire.encode(body, [{"args": e.call.args, "projection": e.call.projection} for e in batch])
+    with _ENCODED_LOCK:
+        _ENCODED[key] = (cases, data)
+        while len(_ENCODED) > 16:
+            _ENCODED.popitem(last=False)
+    return data
 
 
 def _hit_a_limit(error: str) -> str:

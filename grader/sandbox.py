@@ -115,10 +115,10 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
 
 
 def private_mounts(workdir: str, config: dict[str, Any]) -> list[str]:
-    """Root only, in the monitor: a private mount namespace where the worker's directory is a size-capped
-    tmpfs (a disk flood fills at most DEFAULT_DISK_MB) and the grader's own trees and the submission's
-    folder (other students' files) are covered by empty read-only tmpfs. Undone by the kernel when the
-    worker's processes are gone."""
+    """Root only, in the worker before it confines itself: a private mount namespace where the worker's
+    directory is a size-capped tmpfs (a disk flood fills at most DEFAULT_DISK_MB) and the grader's own trees
+    and the submission's folder (other students' files) are covered by empty read-only tmpfs. Undone by the
+    kernel when the worker's processes are gone."""
     if os.geteuid() != 0 or "mountns" in disabled(config):
         return []
     if _libc.unshare(ctypes.c_int(CLONE_NEWNS)) != 0:
@@ -333,6 +333,21 @@ def kill_children(*, seconds: float = 30.0) -> None:
                 return
 
 
+def kill_namespace() -> None:
+    """In the init (pid 1) of a pid namespace: kill every other process of the namespace and reap them all.
+    kill(-1) reaches them in one pass that no fork can outrun (the kernel holds the task list while it
+    signals, and a fork that a fatal signal reaches fails); orphans are reparented to us, so when wait()
+    finds no child, the namespace holds no process but this one."""
+    if os.getpid() != 1:
+        raise RuntimeError("kill_namespace outside a pid namespace's init")  # kill(-1) would hit the machine
+    _libc.kill(-1, signal.SIGKILL)
+    while True:
+        try:
+            os.waitpid(-1, 0)
+        except ChildProcessError:
+            return
+
+
 def set_no_new_privs() -> list[str]:
     if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0:
         return ["no_new_privs"]
@@ -390,7 +405,13 @@ def _fs_handled(abi: int) -> int:
 
 
 def protected_dirs() -> list[Path]:
-    """The grader's own trees (reference implementations, plans, grader, templates): never readable."""
+    """The grader's own trees (reference implementations, plans, grader, templates): never readable.
+    Computed once per process (in the zygote, before it forks workers)."""
+    return list(_protected_dirs())
+
+
+@functools.lru_cache(maxsize=1)
+def _protected_dirs() -> tuple[Path, ...]:
     import importlib.util
 
     out = []
@@ -404,7 +425,7 @@ def protected_dirs() -> list[Path]:
     here = Path(__file__).resolve().parent
     out.append(here)
     out.append(here.parent / "reference")
-    return sorted(set(out))
+    return tuple(sorted(set(out)))
 
 
 def readable_roots(protected: list[Path]) -> list[Path]:

@@ -2,9 +2,13 @@
 
     grading process ──exec (clean environment)──> zygote: fresh interpreter, torch imported and warmed,
                                                   1 thread, holds nothing of the grading process
-    grading process ──spawn request + 3 fds──> zygote ──fork──> monitor (root ns: sweeps, reports)
-                                                                  └─fork─> init (pid 1 of a new pid ns)
-                                                                             └─fork─> worker (confined)
+    grading process ──host request + 2 fds──> zygote ──fork──> monitor (root ns: sweeps the slot's uid)
+                                                                 └─fork─> init (pid 1 of a new pid ns,
+                                                                           new net ns; one per slot, lives
+                                                                           as long as the slot)
+    grading process ──spawn request + 3 fds──> init ──fork──> worker (own mount ns, confined), one per
+                                                              submission (and per crash/timeout)
+    grading process ──end──> init: kills every process of its namespace but itself, reaps them, says "done"
     grading process <──wire messages (arrays only)──> worker
     grading process <──status lines──────────────── monitor / init / worker (before student code runs)
 
@@ -14,19 +18,30 @@ A worker receives only a submission's files (copied into its private directory) 
 call, confines itself (grader.sandbox) before any student code runs, and answers with plain arrays
 (grader.wire); everything it says is judged in the grading process.
 
-Status lines (text, one per line, on a pipe the student's code never holds):
-    init <pid>            the monitor forked the init: killing <pid> ends the worker and, with a pid
-                          namespace, every process the submission started
-    protections <json>    the worker's active protections, written before student code runs
-    fatal <text>          the worker could not confine itself (our fault: grading stops)
-    exit <status>         the worker's wait status, as the init saw it
-    done                  every process of the worker is gone (namespace ended, uid swept)
+A slot's monitor and init outlive one submission so that a submission costs one fork, not three: when a
+worker is ended, the init (pid 1 of the slot's namespace) kills every other process of the namespace in
+one kill(-1) — nothing can fork past it — and reaps until none is left, before it says "done". Where the
+machine gives no pid namespace, the init is a child subreaper instead: it kills the worker and every
+descendant reparented to it, and sweeps the slot's uid (root), before "done".
 
-Requests (wire messages, JSON part):
+Status lines (text, one per line, on pipes the student's code never holds):
+    host pipe (monitor):
+        init <pid>            the slot's init (killing it ends every worker process of the slot)
+        done                  the init is gone, the slot's uid swept
+    worker pipe (worker, then init):
+        protections <json>    the worker's active protections, written before student code runs
+        fatal <text>          the worker could not confine itself (our fault: grading stops)
+        exit <status>         the worker's wait status, as the init saw it
+        done                  every process of the worker is gone (namespace emptied, uid swept)
+
+Requests to the init (JSON on a SOCK_SEQPACKET socket): {"op": "spawn", "workdir", "config"} + 3 fds (the
+worker's socket, its stdout/stderr pipe, its status pipe); {"op": "end"}. Closing the socket ends the slot.
+
+Requests to the worker (wire messages, JSON part):
     {"op": "import", "module": "rnn"}                            -> {"ok", "functions" | "error"}
-    {"op": "call", "function", "grad_wrt", "banned"} + tree {"args", "projection"}
-                                                        -> {"ok", "error", "mutated", "banned", "seconds"}
-                                                           + tree {"value", "grads"}
+    {"op": "calls", "calls": [{"function", "grad_wrt", "banned"}, ...]} + tree [{"args", "projection"}, ...]
+        -> one reply per call, in order, each as soon as it is computed:
+           {"ok", "error", "mutated", "banned", "seconds"} + tree {"value", "grads"}
 """
 
 from __future__ import annotations
@@ -34,6 +49,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -71,19 +87,24 @@ PREIMPORT = (
 
 
 class Zygote:
-    """A warmed, single-threaded interpreter that forks one worker per request.
+    """A warmed, single-threaded interpreter that forks one slot host (monitor + init) per request.
 
     `start` returns at once; the zygote imports torch concurrently with the caller's own work and the
-    first `spawn` waits for it to be ready.
+    first `host` waits for it to be ready.
     """
+
+    _count = 0
 
     def __init__(self) -> None:
         self.pid: int | None = None
         self.sock: socket.socket | None = None
         self.proc: subprocess.Popen | None = None
-        self.lock = threading.Lock()  # one spawn request at a time on the control socket
+        self.lock = threading.Lock()  # one request at a time on the control socket
         self.ready = False
         self.protections: list[str] = []  # of the latest worker (set by grader.runner)
+        self.closers: list[Any] = []  # slot hosts started from this zygote (grader.runner), closed by stop()
+        Zygote._count += 1
+        self.token = f"{os.getpid()}:{Zygote._count}"  # tells one zygote's slot hosts from another's
 
     def start(self) -> Zygote:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -129,42 +150,44 @@ class Zygote:
             raise RuntimeError(f"the zygote could not start: {hello.get('error')}")
         self.ready = True
 
-    def spawn(self, workdir: str, config: dict[str, Any]) -> tuple[int, socket.socket, int, int]:
-        """Fork a worker in `workdir`. Returns (monitor pid, socket to the worker, read end of its
-        stdout/stderr pipe, read end of its status pipe)."""
+    def host(self, config: dict[str, Any]) -> tuple[int, socket.socket, int]:
+        """Fork a slot host (monitor + init in new namespaces). Returns (monitor pid, SOCK_SEQPACKET
+        socket to the init, read end of the monitor's status pipe)."""
         assert self.sock is not None, "zygote not started"
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        out_r, out_w = os.pipe()
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         st_r, st_w = os.pipe()
-        request = json.dumps({"workdir": workdir, "config": config}).encode()
+        request = json.dumps({"config": config}).encode()
         try:
             with self.lock:
                 self._wait_ready()
-                socket.send_fds(self.sock, [request], [theirs.fileno(), out_w, st_w])
+                socket.send_fds(self.sock, [request], [theirs.fileno(), st_w])
                 data = self.sock.recv(64)
         except BaseException:
             ours.close()
-            os.close(out_r)
             os.close(st_r)
             raise
         finally:
             theirs.close()
-            os.close(out_w)
             os.close(st_w)
         if not data:
             ours.close()
-            os.close(out_r)
             os.close(st_r)
             raise RuntimeError("the zygote process died")
-        return int(data.decode()), ours, out_r, st_r
+        return int(data.decode()), ours, st_r
 
     def stop(self) -> None:
+        for close in list(self.closers):  # every slot host ends its workers and sweeps its uid
+            try:
+                close()
+            except Exception:  # noqa: BLE001 - stopping must not fail; the chain of parent-death signals ends them
+                pass
+        self.closers.clear()
         if self.sock is not None:
             self.sock.close()
             self.sock = None
         if self.proc is not None:
             try:
-                self.proc.wait(timeout=5)  # it exits on the control socket's end; monitors sweep first
+                self.proc.wait(timeout=5)  # it exits on the control socket's end
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -173,7 +196,9 @@ class Zygote:
 
 
 def zygote_entry(fd: int, root: str) -> None:
-    """The zygote's main (a fresh interpreter): warm up, hide the grader's own trees, serve spawn requests."""
+    """The zygote's main (a fresh interpreter): warm up, hide the grader's own trees, serve host requests."""
+    import gc
+
     from grader import sandbox
 
     control = socket.socket(fileno=fd)
@@ -184,10 +209,16 @@ def zygote_entry(fd: int, root: str) -> None:
         _warm()
         _hide_grader(root)
         sandbox.readable_paths()  # Landlock's allow-list, computed once for every worker
+        sandbox.protected_dirs()  # the trees a worker's mount namespace covers
+        gc.collect()
+        gc.freeze()  # workers never scan (and so never copy) the zygote's objects in their collections
     except BaseException as e:  # noqa: BLE001
         control.sendall(json.dumps({"ready": False, "error": f"{type(e).__name__}: {e}"}).encode() + b"\n")
         os._exit(1)
-    control.sendall(json.dumps({"ready": True}).encode() + b"\n")
+    try:
+        control.sendall(json.dumps({"ready": True}).encode() + b"\n")
+    except OSError:  # stopped before it was needed
+        os._exit(0)
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # monitors are reaped automatically
     try:
         _zygote_loop(control)
@@ -259,12 +290,12 @@ def _hide_grader(root: str) -> None:
 def _zygote_loop(control: socket.socket) -> None:
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(control, 1 << 16, 3)
+            msg, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
         except OSError:
             return
         if not msg:
             return
-        if len(fds) != 3:
+        if len(fds) != 2:
             for fd in fds:
                 os.close(fd)
             control.sendall(b"0")
@@ -274,7 +305,7 @@ def _zygote_loop(control: socket.socket) -> None:
         if pid == 0:  # monitor
             try:
                 control.close()
-                _monitor(fds, req["workdir"], req.get("config", {}))
+                _monitor(fds[0], fds[1], req.get("config", {}))
             finally:
                 os._exit(0)
         for fd in fds:
@@ -289,11 +320,10 @@ def _status(fd: int, line: str) -> None:
         pass
 
 
-def _monitor(fds: list[int], workdir: str, config: dict[str, Any]) -> None:
-    """Root-namespace side of one worker: new namespaces, the init, then the sweep and the last word."""
+def _monitor(ctrl_fd: int, st_fd: int, config: dict[str, Any]) -> None:
+    """Root-namespace side of one slot: new namespaces, the init, then the sweep and the last word."""
     from grader import sandbox
 
-    sock_fd, out_fd, st_fd = fds
     sandbox.set_pdeathsig()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
@@ -301,47 +331,124 @@ def _monitor(fds: list[int], workdir: str, config: dict[str, Any]) -> None:
     if uid is not None and os.geteuid() == 0:
         sandbox.sweep_uid(int(uid))  # leftovers of a grader that was killed
     sandbox.set_child_subreaper()  # without a pid namespace, orphans come back to us
-    namespaces = sandbox.private_mounts(workdir, config) + sandbox.enter_namespaces(config)
+    namespaces = sandbox.enter_namespaces(config)
     init = os.fork()
     if init == 0:
         try:
-            _init(sock_fd, out_fd, st_fd, workdir, dict(config, namespaces=namespaces))
+            os.close(st_fd)
+            _init(ctrl_fd, dict(config, namespaces=namespaces))
         finally:
             os._exit(0)
-    os.close(sock_fd)
-    os.close(out_fd)
+    os.close(ctrl_fd)
     _status(st_fd, f"init {init}")
     os.waitpid(init, 0)
     if uid is not None and os.geteuid() == 0:
-        sandbox.sweep_uid(int(uid))
+        try:
+            sandbox.sweep_uid(int(uid))
+        except OSError:  # fork refused: nothing is left to sweep in a pid namespace that ended
+            pass
     sandbox.kill_children()
     _status(st_fd, "done")
     os.close(st_fd)
 
 
-def _init(sock_fd: int, out_fd: int, st_fd: int, workdir: str, config: dict[str, Any]) -> None:
-    """Pid 1 of the worker's namespace (when there is one): reaps everything, reports the worker's end.
-    When it exits the kernel kills every process left in the namespace."""
+class _Current:
+    """The init's record of the worker it runs: pid, status pipe, wait status once reaped."""
+
+    def __init__(self, pid: int, st_fd: int) -> None:
+        self.pid, self.st_fd = pid, st_fd
+        self.status: int | None = None
+
+
+def _init(ctrl_fd: int, config: dict[str, Any]) -> None:
+    """The slot's init: pid 1 of its namespaces when the machine allows them. Forks one worker per spawn
+    request, reaps everything, reports each worker's end; "end" (or the socket's end) empties the slot."""
     from grader import sandbox
 
     sandbox.set_pdeathsig()
-    worker = os.fork()
-    if worker == 0:
-        code = 70
-        try:
-            code = _worker_main(sock_fd, out_fd, st_fd, workdir, config)
-        finally:
-            os._exit(code)
-    os.close(sock_fd)
-    os.close(out_fd)
-    while True:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            return
-        if pid == worker:
-            _status(st_fd, f"exit {status}")
-            return
+    pid1 = os.getpid() == 1
+    if not pid1:
+        sandbox.set_child_subreaper()  # the worker's orphans come back here, not to the monitor
+    control = socket.socket(fileno=ctrl_fd)
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_r, False)
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGCHLD, lambda *_: None)
+    uid = config.get("uid")
+    current: _Current | None = None
+
+    def reap() -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if current is not None and pid == current.pid and current.status is None:
+                current.status = status
+                _status(current.st_fd, f"exit {status}")
+
+    def end(cur: _Current) -> None:
+        if cur.status is None:
+            try:
+                os.kill(cur.pid, signal.SIGKILL)
+                _, cur.status = os.waitpid(cur.pid, 0)
+                _status(cur.st_fd, f"exit {cur.status}")
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        if pid1:  # every other process of the namespace, in one pass that no fork can outrun
+            sandbox.kill_namespace()
+        else:
+            sandbox.kill_children()
+            if uid is not None and os.geteuid() == 0 and "uid" not in sandbox.disabled(config):
+                sandbox.sweep_uid(int(uid))
+        _status(cur.st_fd, "done")
+        os.close(cur.st_fd)
+
+    try:
+        while True:
+            ready, _, _ = select.select([control, wake_r], [], [])
+            if wake_r in ready:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except OSError:
+                    pass
+                reap()
+            if control not in ready:
+                continue
+            try:
+                msg, fds, _, _ = socket.recv_fds(control, 1 << 16, 3)
+            except OSError:
+                msg, fds = b"", []
+            if not msg:
+                return
+            req = json.loads(msg.decode())
+            if current is not None:  # a spawn ends the previous worker too
+                end(current)
+                current = None
+            if req.get("op") != "spawn" or len(fds) != 3:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            sock_fd, out_fd, st_fd = fds
+            pid = os.fork()
+            if pid == 0:
+                code = 70
+                try:
+                    signal.set_wakeup_fd(-1)
+                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                    code = _worker_main(sock_fd, out_fd, st_fd, req["workdir"], dict(config, **req["config"]))
+                finally:
+                    os._exit(code)
+            os.close(sock_fd)
+            os.close(out_fd)
+            current = _Current(pid, st_fd)
+    finally:
+        if current is not None:
+            end(current)
 
 
 # ----------------------------------------------------------------------------------------------- worker
@@ -363,7 +470,8 @@ def _worker_main(sock_fd: int, out_fd: int, st_fd: int, workdir: str, config: di
     for lo, hi in zip(keep, keep[1:] + [1 << 16], strict=True):
         os.closerange(lo + 1, hi)
     try:
-        active = list(config.get("namespaces", [])) + sandbox.confine(workdir, config)
+        mounts = sandbox.private_mounts(workdir, config)  # root: this worker's own mount namespace
+        active = mounts + list(config.get("namespaces", [])) + sandbox.confine(workdir, config)
     except BaseException as e:  # noqa: BLE001 - a half-confined worker must not run student code
         _status(st_fd, f"fatal {type(e).__name__}: {e}")
         return 71
@@ -403,9 +511,10 @@ class Worker:
             op = msg.get("op")
             if op == "import":
                 self.reply(self.do_import(msg["module"]))
-            elif op == "call":
-                body, out = self.do_call(msg, tree)
-                self.reply(body, out)
+            elif op == "calls":
+                for call, args in zip(msg["calls"], tree, strict=True):
+                    body, out = self.do_call(call, args)
+                    self.reply(body, out)
             else:
                 return
 
