@@ -7,6 +7,9 @@
 Trains MemoryModel (the handout's architecture) with Adam and gradient clipping on fresh batches of the task
 in reference.memory, evaluates on held-out sequences every `--every` steps, and stops at `--target` accuracy
 or after `--max-steps`. Prints one line per evaluation and a final JSON line with the accuracy and time.
+Measured on one core of a shared 2-core CPU: the LSTM (seed 0) reaches 99.5% held-out accuracy after 600 steps
+in 8-19 s; the GRU 100% after 1200 steps in about 25 s; the plain RNN stays at 49.7% (the decoy) after 4500
+steps (benchmarks/memory_premise.py has the table over 5 seeds).
 """
 
 from __future__ import annotations

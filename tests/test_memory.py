@@ -27,6 +27,14 @@ PLAN = mp.PLAN
 LSTM = dict(np.load(SUBMISSIONS / "lstm_npz" / "memory_weights.npz"))
 
 
+@pytest.fixture
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # small matrices: threads only contend
+    yield
+    torch.set_num_threads(before)
+
+
 def test_plan_sequences_are_the_reference_task():
     assert (mp.LENGTH, mp.VOCAB, mp.DECOY) == (ref.LENGTH, ref.VOCAB, ref.DECOY)
     inputs = mp.make_sequences(torch.Generator().manual_seed(0), {"n": 4000}, torch.float64)
@@ -109,7 +117,7 @@ def test_gate_bias_goes_to_the_forget_and_update_gates():
         )
 
 
-def test_the_gradient_vanishes_for_the_plain_rnn_only():
+def test_the_gradient_vanishes_for_the_plain_rnn_only(one_thread):
     """The premise at initialisation (float64): |dL/dx_1| / |dL/dx_T| measured 1e-22..1e-25 for the tanh RNN
     and 1e-19..1e-21 for an LSTM with the default forget gate, but 4..14 with forget-gate bias 4."""
     from reference.train_memory import gradient_reach
@@ -214,6 +222,8 @@ def graded():
     from grader.pipeline import grade_submission, start_zygote
     from grader.runner import RunOptions
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # the accuracies are computed here, in the trusted process: small matrices
     zygote = start_zygote()
     try:
         sets = [cases.build(PLAN, "hidden", b"test-secret"), cases.load_public(PLAN)]
@@ -226,6 +236,7 @@ def graded():
         }
     finally:
         zygote.stop()
+        torch.set_num_threads(before)
 
 
 def test_every_folder_has_an_expectation():
@@ -256,14 +267,6 @@ def test_examples_grade_as_their_names_say(graded, name):
 
 
 # ------------------------------------------------------------------------------------------ training
-
-
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # small matrices: threads only contend
-    yield
-    torch.set_num_threads(before)
 
 
 def test_reference_training_reaches_the_top_band_quickly(one_thread):
