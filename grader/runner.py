@@ -1,8 +1,9 @@
 """Run one submission's calls in a worker: import, call each function on each case, survive anything.
 
 The runner is trusted. It copies the submission's files into a private directory and asks its slot's
-host (grader.worker: a monitor and an init that live as long as the slot) for a worker. It sends the
-worker every call of the submission in one request (split when very large); the worker answers each call
+host (grader.worker: a monitor and an init that live as long as the slot) for a worker. The host was
+given the case set's calls when it started (encoded once per case set, decoded once per host, inherited
+by each worker), so one small request names every call of the submission; the worker answers each call
 as soon as it is done, and each answer has its own deadline (--timeout), counted from the previous
 answer, exactly as if the calls were sent one by one. A function that times out loses its remaining
 calls (at most one --timeout per function); a worker that crashes or times out is killed and replaced,
@@ -15,6 +16,7 @@ whether or not the module imports; a plan that asks only for files never starts 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import json
 import os
@@ -44,8 +46,8 @@ OUTPUT_CAP = 16 << 10  # bytes of worker output kept for the report
 OUTPUT_FLOOD = 64 << 20  # bytes after which a worker is stopped for flooding
 MAX_REPLY_BYTES = 256 << 20
 MAX_RESTARTS = 100
-BATCH_BYTES = 8 << 20  # array bytes in one request to a worker (more calls go in the next request)
-BATCH_NODES = 20_000  # tree nodes in one request (wire.MAX_NODES is the hard limit)
+PRELOAD_BYTES = 8 << 20  # array bytes per message of a preload (a case set's calls, for the slot host)
+PRELOAD_NODES = 20_000  # tree nodes per message of a preload (wire.MAX_NODES is the hard limit)
 
 
 @dataclass
@@ -107,15 +109,23 @@ class SlotPool:
         with self.lock:
             self.free.append(slot)
 
-    def host(self, slot: tuple[int, int | None, Any], zygote: Zygote, off: list[str], *, fresh: bool = False):
-        """The slot's host for this zygote and these switched-off layers, started if needed."""
-        key = (zygote.token, slot[1], tuple(off))
+    def host(
+        self,
+        slot: tuple[int, int | None, Any],
+        zygote: Zygote,
+        off: list[str],
+        preload: Preload,
+        *,
+        fresh: bool = False,
+    ) -> SlotHost:
+        """The slot's host for this zygote, these switched-off layers and these calls, started if needed."""
+        key = (zygote.token, slot[1], tuple(off), preload.digest)
         host = self.hosts.get(slot[0])
         if host is not None and (fresh or host.closed or host.key != key):
             host.close()
             host = None
         if host is None:
-            host = SlotHost(zygote, key, {"uid": slot[1], "off": list(off)})
+            host = SlotHost(zygote, key, {"uid": slot[1], "off": list(off)}, preload)
             self.hosts[slot[0]] = host
         return host
 
@@ -190,11 +200,15 @@ class SlotHost:
     """The grading process's end of one slot's monitor + init (grader.worker), which outlive a submission:
     each worker is then one fork of the init, and ending it one message."""
 
-    def __init__(self, zygote: Zygote, key: tuple, config: dict[str, Any]):
+    def __init__(self, zygote: Zygote, key: tuple, config: dict[str, Any], preload: Preload):
         self.key = key
         self.zygote = zygote
         self.closed = False
-        self.monitor, self.ctrl, st = zygote.host(config)
+        fd = _memfile(preload.data)
+        try:
+            self.monitor, self.ctrl, st = zygote.host(config, fd)
+        finally:
+            os.close(fd)
         self.status = StatusReader(st)
         init = self.status.wait_for("init", 30.0)
         self.init = int(init) if init and init.isdigit() else None
@@ -464,8 +478,14 @@ def run_submission(
             "hide": _folders_to_hide(sub),
             "disk_mb": options.disk_mb,
         }
+        preload = _preload(cases, plan)
         session = _Session(
-            lambda fresh: SLOTS.host(slot, zygote, off, fresh=fresh), workdir, config, sink, options
+            lambda fresh: SLOTS.host(slot, zygote, off, preload, fresh=fresh),
+            workdir,
+            config,
+            sink,
+            options,
+            preload,
         )
         try:
             err = session.start(plan.module)
@@ -536,21 +556,22 @@ def _write_files(root: Path, files: dict[str, bytes]) -> None:
 
 @dataclass
 class _Pending:
-    """One call for the worker: where its reply goes (item i, call k) and the function it grades."""
+    """One call for the worker: where its reply goes (item i, call k), the function it grades, and its
+    index in the slot's preload."""
 
     fn: str
-    banned: tuple[str, ...]
     i: int
     k: int
     call: Call
+    j: int
 
 
 class _Session:
     """A worker with the submission imported, replaced whenever it dies or hangs."""
 
-    def __init__(self, get_host, workdir, config, sink, options):
+    def __init__(self, get_host, workdir, config, sink, options, preload):
         self.get_host, self.workdir, self.config, self.sink = get_host, workdir, config, sink
-        self.options = options
+        self.options, self.preload = options, preload
         self.module = ""
         self.handle: WorkerHandle | None = None
         self.functions: set[str] = set()
@@ -613,7 +634,6 @@ class _Session:
             items = [(i, p) for i, p in enumerate(cases.items) if p.function == fn.name]
             only_files = all(c.function.startswith("file:") for _, p in items for c in p.calls)
             missing = fn.name not in self.functions and not only_files
-            banned = tuple(fn.banned) + tuple(plan.banned)
             for i, p in items:
                 replies[i] = [None] * len(p.calls)
                 for k, call in enumerate(p.calls):
@@ -624,16 +644,14 @@ class _Session:
                             failure="missing", error=f"{fn.name} is not defined in {plan.module}.py"
                         )
                     else:
-                        todo.append(_Pending(fn.name, banned, i, k, call))
-        self._run_calls(todo, replies, cases)
+                        todo.append(_Pending(fn.name, i, k, call, self.preload.index[i, k]))
+        self._run_calls(todo, replies)
         for i, rs in replies.items():
             result.replies[i] = [
                 r if r is not None else Reply(failure="skipped", error="not run") for r in rs
             ]
 
-    def _run_calls(
-        self, todo: list[_Pending], replies: dict[int, list[Reply | None]], cases: CaseSet
-    ) -> None:
+    def _run_calls(self, todo: list[_Pending], replies: dict[int, list[Reply | None]]) -> None:
         skip: dict[str, str] = {}  # function -> why its remaining calls are skipped
         pos = 0
         while pos < len(todo):
@@ -650,19 +668,17 @@ class _Session:
                     self._after_failure(e.fn, r, skip)
                     pos += 1
                     continue
-            batch = _batch(todo, pos)
-            done = self._send_batch(batch, cases, todo, pos, replies, skip)
-            pos += done
+            pos += self._send_batch(todo[pos:], replies, skip)
 
-    def _send_batch(self, batch, cases, todo, pos, replies, skip) -> int:
-        """Send `batch` (= todo[pos:pos+len(batch)]) and collect its replies; returns how many calls were
-        settled (all of them, or up to the one that timed out / crashed the worker)."""
+    def _send_batch(self, batch: list[_Pending], replies, skip) -> int:
+        """Send `batch` in one request and collect its replies; returns how many calls were settled (all
+        of them, or up to the one that timed out / crashed the worker)."""
         handle = self.handle
         assert handle is not None
         timeout = self.options.timeout
         start = time.monotonic()
         try:
-            handle.send(_encode_batch(cases, todo, pos, len(batch)), timeout)
+            handle.send(wire.encode({"op": "calls", "calls": [e.j for e in batch]}), timeout)
         except (TimedOut, WorkerCrashed) as exc:
             r = self._failed(batch[0], exc, start)
             replies[batch[0].i][batch[0].k] = r
@@ -728,17 +744,58 @@ def _reply(call: Call, resp: dict[str, Any], value: Any) -> Reply:
     )
 
 
-def _batch(todo: list[_Pending], pos: int) -> list[_Pending]:
-    """The calls from `pos` that go in one request: all of them, unless that would be very large."""
-    nbytes = nodes = 0
-    end = pos
-    while end < len(todo):
-        b, n = _size(todo[end].call.args), _size(todo[end].call.projection)
-        if end > pos and (nbytes + b[0] > BATCH_BYTES or nodes + b[1] + n[1] > BATCH_NODES):
-            break
-        nbytes, nodes = nbytes + b[0] + n[0], nodes + b[1] + n[1] + 8
-        end += 1
-    return todo[pos:end]
+@dataclass(frozen=True)
+class Preload:
+    """A case set's calls as the slot host preloads them: wire messages, and (item, call) -> index."""
+
+    data: bytes
+    index: dict[tuple[int, int], int]
+    digest: str  # hosts preloaded with equal calls serve each other's case sets
+
+
+_PRELOADS: OrderedDict[tuple[int, int], tuple[Any, Any, Preload]] = OrderedDict()
+_PRELOADS_LOCK = threading.Lock()
+
+
+def _preload(cases: CaseSet, plan: Plan) -> Preload:
+    """Every worker call of `cases` in the plan's order, encoded once per case set (the cache holds the
+    case set and plan, so their ids are not reused while cached)."""
+    key = (id(cases), id(plan))
+    with _PRELOADS_LOCK:
+        hit = _PRELOADS.get(key)
+        if hit is not None and hit[0] is cases and hit[1] is plan:
+            _PRELOADS.move_to_end(key)
+            return hit[2]
+    metas: list[dict[str, Any]] = []
+    trees: list[Any] = []
+    index: dict[tuple[int, int], int] = {}
+    for fn in plan.functions:
+        banned = list(fn.banned) + list(plan.banned)
+        for i, p in enumerate(cases.items):
+            if p.function != fn.name:
+                continue
+            for k, call in enumerate(p.calls):
+                if call.function.startswith("file:"):
+                    continue
+                index[i, k] = len(metas)
+                metas.append({"function": call.function, "grad_wrt": list(call.grad_wrt), "banned": banned})
+                trees.append({"args": call.args, "projection": call.projection})
+    messages, start, nbytes, nodes = [], 0, 0, 0
+    for n, tree in enumerate(trees):  # messages within wire's limits on nodes
+        b, c = _size(tree)
+        if n > start and (nbytes + b > PRELOAD_BYTES or nodes + c > PRELOAD_NODES):
+            messages.append(wire.encode({"calls": metas[start:n]}, trees[start:n]))
+            start, nbytes, nodes = n, 0, 0
+        nbytes, nodes = nbytes + b, nodes + c + 8
+    if start < len(trees):
+        messages.append(wire.encode({"calls": metas[start:]}, trees[start:]))
+    data = b"".join(messages)
+    preload = Preload(data, index, hashlib.sha256(data).hexdigest())
+    with _PRELOADS_LOCK:
+        _PRELOADS[key] = (cases, plan, preload)
+        while len(_PRELOADS) > 8:
+            _PRELOADS.popitem(last=False)
+    return preload
 
 
 def _size(tree: Any) -> tuple[int, int]:
@@ -752,33 +809,19 @@ def _size(tree: Any) -> tuple[int, int]:
     return int(getattr(tree, "nbytes", 0) or 0), 1
 
 
-_ENCODED: OrderedDict[tuple, tuple[Any, bytes]] = OrderedDict()  # a case set's requests, encoded once
-_ENCODED_LOCK = threading.Lock()
-
-
-def _encode_batch(cases: CaseSet, todo: list[_Pending], pos: int, n: int) -> bytes:
-    """One "calls" request. The same case set sends the same requests to every submission, so they are
-    encoded once per case set (the cache holds the case set, so its id is not reused while cached)."""
-    batch = todo[pos : pos + n]
-    key = (id(cases), tuple((e.i, e.k, e.banned) for e in batch))
-    with _ENCODED_LOCK:
-        hit = _ENCODED.get(key)
-        if hit is not None and hit[0] is cases:
-            _ENCODED.move_to_end(key)
-            return hit[1]
-    body = {
-        "op": "calls",
-        "calls": [
-            {"function": e.call.function, "grad_wrt": list(e.call.grad_wrt), "banned": list(e.banned)}
-            for e in batch
-        ],
-    }
-    data = wire.encode(body, [{"args": e.call.args, "projection": e.call.projection} for e in batch])
-    with _ENCODED_LOCK:
-        _ENCODED[key] = (cases, data)
-        while len(_ENCODED) > 16:
-            _ENCODED.popitem(last=False)
-    return data
+def _memfile(data: bytes) -> int:
+    """A file descriptor reading `data` from its start (an anonymous memory file)."""
+    try:
+        fd = os.memfd_create("seqgrade-preload", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):
+        f = tempfile.TemporaryFile()  # noqa: SIM115 - its descriptor is what we keep
+        fd = os.dup(f.fileno())
+        f.close()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
 
 
 def _hit_a_limit(error: str) -> str:

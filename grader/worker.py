@@ -2,7 +2,7 @@
 
     grading process ──exec (clean environment)──> zygote: fresh interpreter, torch imported and warmed,
                                                   1 thread, holds nothing of the grading process
-    grading process ──host request + 2 fds──> zygote ──fork──> monitor (root ns: sweeps the slot's uid)
+    grading process ──host request + 3 fds──> zygote ──fork──> monitor (root ns: sweeps the slot's uid)
                                                                  └─fork─> init (pid 1 of a new pid ns,
                                                                            new net ns; one per slot, lives
                                                                            as long as the slot)
@@ -37,11 +37,16 @@ Status lines (text, one per line, on pipes the student's code never holds):
 Requests to the init (JSON on a SOCK_SEQPACKET socket): {"op": "spawn", "workdir", "config"} + 3 fds (the
 worker's socket, its stdout/stderr pipe, its status pipe); {"op": "end"}. Closing the socket ends the slot.
 
+The slot's calls are preloaded: the host request carries a file with the case set's calls (wire messages,
+JSON {"calls": [{"function", "grad_wrt", "banned"}, ...]} + tree [{"args", "projection"}, ...]); the init
+decodes them once, and every worker it forks inherits them, so a request names calls by their index. A
+worker thus holds the inputs of the case set it is graded on (it is sent them all anyway), never outputs.
+
 Requests to the worker (wire messages, JSON part):
-    {"op": "import", "module": "rnn"}                            -> {"ok", "functions" | "error"}
-    {"op": "calls", "calls": [{"function", "grad_wrt", "banned"}, ...]} + tree [{"args", "projection"}, ...]
-        -> one reply per call, in order, each as soon as it is computed:
-           {"ok", "error", "mutated", "banned", "seconds"} + tree {"value", "grads"}
+    {"op": "import", "module": "rnn"}             -> {"ok", "functions" | "error"}
+    {"op": "calls", "calls": [3, 4, 5, ...]}      -> one reply per call, in order, each as soon as it is
+                                                     computed: {"ok", "error", "mutated", "banned", "seconds"}
+                                                     + tree {"value", "grads"}
 """
 
 from __future__ import annotations
@@ -150,9 +155,9 @@ class Zygote:
             raise RuntimeError(f"the zygote could not start: {hello.get('error')}")
         self.ready = True
 
-    def host(self, config: dict[str, Any]) -> tuple[int, socket.socket, int]:
-        """Fork a slot host (monitor + init in new namespaces). Returns (monitor pid, SOCK_SEQPACKET
-        socket to the init, read end of the monitor's status pipe)."""
+    def host(self, config: dict[str, Any], preload_fd: int) -> tuple[int, socket.socket, int]:
+        """Fork a slot host (monitor + init in new namespaces) that preloads the calls in `preload_fd`.
+        Returns (monitor pid, SOCK_SEQPACKET socket to the init, read end of the monitor's status pipe)."""
         assert self.sock is not None, "zygote not started"
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         st_r, st_w = os.pipe()
@@ -160,7 +165,7 @@ class Zygote:
         try:
             with self.lock:
                 self._wait_ready()
-                socket.send_fds(self.sock, [request], [theirs.fileno(), st_w])
+                socket.send_fds(self.sock, [request], [theirs.fileno(), st_w, preload_fd])
                 data = self.sock.recv(64)
         except BaseException:
             ours.close()
@@ -290,12 +295,12 @@ def _hide_grader(root: str) -> None:
 def _zygote_loop(control: socket.socket) -> None:
     while True:
         try:
-            msg, fds, _, _ = socket.recv_fds(control, 1 << 16, 2)
+            msg, fds, _, _ = socket.recv_fds(control, 1 << 16, 3)
         except OSError:
             return
         if not msg:
             return
-        if len(fds) != 2:
+        if len(fds) != 3:
             for fd in fds:
                 os.close(fd)
             control.sendall(b"0")
@@ -305,7 +310,7 @@ def _zygote_loop(control: socket.socket) -> None:
         if pid == 0:  # monitor
             try:
                 control.close()
-                _monitor(fds[0], fds[1], req.get("config", {}))
+                _monitor(fds[0], fds[1], fds[2], req.get("config", {}))
             finally:
                 os._exit(0)
         for fd in fds:
@@ -320,7 +325,7 @@ def _status(fd: int, line: str) -> None:
         pass
 
 
-def _monitor(ctrl_fd: int, st_fd: int, config: dict[str, Any]) -> None:
+def _monitor(ctrl_fd: int, st_fd: int, preload_fd: int, config: dict[str, Any]) -> None:
     """Root-namespace side of one slot: new namespaces, the init, then the sweep and the last word."""
     from grader import sandbox
 
@@ -336,10 +341,11 @@ def _monitor(ctrl_fd: int, st_fd: int, config: dict[str, Any]) -> None:
     if init == 0:
         try:
             os.close(st_fd)
-            _init(ctrl_fd, dict(config, namespaces=namespaces))
+            _init(ctrl_fd, preload_fd, dict(config, namespaces=namespaces))
         finally:
             os._exit(0)
     os.close(ctrl_fd)
+    os.close(preload_fd)
     _status(st_fd, f"init {init}")
     os.waitpid(init, 0)
     if uid is not None and os.geteuid() == 0:
@@ -360,12 +366,13 @@ class _Current:
         self.status: int | None = None
 
 
-def _init(ctrl_fd: int, config: dict[str, Any]) -> None:
+def _init(ctrl_fd: int, preload_fd: int, config: dict[str, Any]) -> None:
     """The slot's init: pid 1 of its namespaces when the machine allows them. Forks one worker per spawn
     request, reaps everything, reports each worker's end; "end" (or the socket's end) empties the slot."""
     from grader import sandbox
 
     sandbox.set_pdeathsig()
+    preloaded = _read_preload(preload_fd)
     pid1 = os.getpid() == 1
     if not pid1:
         sandbox.set_child_subreaper()  # the worker's orphans come back here, not to the monitor
@@ -440,7 +447,9 @@ def _init(ctrl_fd: int, config: dict[str, Any]) -> None:
                 try:
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    code = _worker_main(sock_fd, out_fd, st_fd, req["workdir"], dict(config, **req["config"]))
+                    code = _worker_main(
+                        sock_fd, out_fd, st_fd, req["workdir"], dict(config, **req["config"]), preloaded
+                    )
                 finally:
                     os._exit(code)
             os.close(sock_fd)
@@ -454,7 +463,47 @@ def _init(ctrl_fd: int, config: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------- worker
 
 
-def _worker_main(sock_fd: int, out_fd: int, st_fd: int, workdir: str, config: dict[str, Any]) -> int:
+def _read_preload(fd: int) -> list[tuple[dict[str, Any], Any]]:
+    """The slot's calls from the grading process: [(meta, {"args", "projection"} as torch tensors)]."""
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    os.close(fd)
+    data = b"".join(chunks)
+    calls: list[tuple[dict[str, Any], Any]] = []
+    pos = 0
+    while pos < len(data):
+        jlen, plen = wire.HEADER.unpack_from(data, pos)
+        start = pos + wire.HEADER.size
+        msg, trees = wire.decode(data[start : start + jlen], data[start + jlen : start + jlen + plen])
+        calls += [(meta, _to_torch(tree)) for meta, tree in zip(msg["calls"], trees, strict=True)]
+        pos = start + jlen + plen
+    return calls
+
+
+def _to_torch(tree: Any) -> Any:
+    """Received arrays -> torch tensors (sharing their memory), structure kept."""
+    import torch
+
+    if isinstance(tree, wire.Received):
+        return torch.from_numpy(tree.array)
+    if isinstance(tree, tuple):
+        return tuple(_to_torch(x) for x in tree)
+    if isinstance(tree, list):
+        return [_to_torch(x) for x in tree]
+    if isinstance(tree, dict):
+        return {k: _to_torch(v) for k, v in tree.items()}
+    return tree
+
+
+def _worker_main(
+    sock_fd: int,
+    out_fd: int,
+    st_fd: int,
+    workdir: str,
+    config: dict[str, Any],
+    preloaded: list[tuple[dict[str, Any], Any]],
+) -> int:
     from grader import sandbox
 
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -484,15 +533,16 @@ def _worker_main(sock_fd: int, out_fd: int, st_fd: int, workdir: str, config: di
     sys.dont_write_bytecode = True
     tracer = Tracer()
     tracer.install(config.get("banned", []))
-    worker = Worker(sock, tracer)
+    worker = Worker(sock, tracer, preloaded)
     worker.loop()
     return 0
 
 
 class Worker:
-    def __init__(self, sock: socket.socket, tracer: Tracer):
+    def __init__(self, sock: socket.socket, tracer: Tracer, preloaded: list[tuple[dict[str, Any], Any]]):
         import torch
 
+        self.preloaded = preloaded
         self.sock = sock
         self.tracer = tracer
         self.module: Any = None
@@ -500,7 +550,6 @@ class Worker:
         self.torch = torch
         self._grad = torch.autograd.grad
         self._equal = torch.equal
-        self._from_numpy = torch.from_numpy
 
     def loop(self) -> None:
         while True:
@@ -512,8 +561,10 @@ class Worker:
             if op == "import":
                 self.reply(self.do_import(msg["module"]))
             elif op == "calls":
-                for call, args in zip(msg["calls"], tree, strict=True):
-                    body, out = self.do_call(call, args)
+                for j in msg["calls"]:
+                    if not (isinstance(j, int) and 0 <= j < len(self.preloaded)):
+                        return
+                    body, out = self.do_call(*self.preloaded[j])
                     self.reply(body, out)
             else:
                 return
@@ -550,7 +601,7 @@ class Worker:
         fn = getattr(self.module, name, None)
         if not callable(fn):
             return {"ok": False, "error": f"{name} is not defined"}, None
-        args = list(self.to_torch(tree["args"]))
+        args = list(tree["args"])  # tensors preloaded by the init: this worker's copy-on-write pages
         grad_wrt = [int(i) for i in msg.get("grad_wrt", [])]
         for i in grad_wrt:  # a tensor, or a list/tuple/dict of them (per-layer weights): every float leaf
             args[i] = self.requiring_grad(args[i])
@@ -575,7 +626,7 @@ class Worker:
         grads: Any = None
         if grad_wrt:
             try:
-                flat = iter(self.gradients(value, self.to_torch(tree["projection"]), leaves_in))
+                flat = iter(self.gradients(value, tree["projection"], leaves_in))
                 grads = [self.regroup(args[i], flat) for i in grad_wrt]
             except BaseException as e:  # noqa: BLE001
                 body["ok"] = False
@@ -628,17 +679,6 @@ class Worker:
             loss = loss + t
         grads = self._grad(loss, leaves_in, allow_unused=True)
         return [None if g is None else g.detach() for g in grads]
-
-    def to_torch(self, tree: Any) -> Any:
-        if isinstance(tree, wire.Received):
-            return self._from_numpy(tree.array)
-        if isinstance(tree, tuple):
-            return tuple(self.to_torch(x) for x in tree)
-        if isinstance(tree, list):
-            return [self.to_torch(x) for x in tree]
-        if isinstance(tree, dict):
-            return {k: self.to_torch(v) for k, v in tree.items()}
-        return tree
 
     def tensor_args(self, args: list[Any]) -> list[tuple[Any, Any]]:
         out = []
@@ -708,18 +748,8 @@ class Tracer:
         self.hits = set()
         self.active = set(active)
 
-    def attributed(self, name: str | None):
-        tracer = self
-
-        class _Ctx:
-            def __enter__(self_inner):
-                tracer.current = name
-
-            def __exit__(self_inner, *exc):
-                tracer.current = None
-                return False
-
-        return _Ctx()
+    def attributed(self, name: str | None) -> _Attributed:
+        return _Attributed(self, name)
 
     def record(self, api: str) -> None:
         if self.current is not None and api in self.active:
@@ -786,3 +816,17 @@ class Tracer:
         proxy = _VFProxy()
         torch._VF = proxy  # type: ignore[attr-defined]
         sys.modules["torch._VF"] = proxy  # type: ignore[assignment]
+
+
+class _Attributed:
+    """Banned-API calls made inside this block are attributed to function `name` (None: not recorded)."""
+
+    def __init__(self, tracer: Tracer, name: str | None) -> None:
+        self.tracer, self.name = tracer, name
+
+    def __enter__(self) -> None:
+        self.tracer.current = self.name
+
+    def __exit__(self, *exc: object) -> bool:
+        self.tracer.current = None
+        return False
