@@ -69,7 +69,9 @@ from typing import Any
 from grader import wire
 
 # Modules students legitimately use, imported in the zygote: once a worker has dropped to its own uid it
-# may be unable to read the interpreter's files (e.g. a pyenv Python under a 0700 /root).
+# may be unable to read the interpreter's files (e.g. a pyenv Python under a 0700 /root). The last line is
+# what torch._dynamo needs from the standard library: torch.optim imports it on first use (0.8 s, 70 MB), so
+# the zygote imports it only when a worker could not (see _warm).
 # fmt: off
 PREIMPORT = (
     "abc", "argparse", "array", "base64", "bisect", "cmath", "collections", "collections.abc", "contextlib",
@@ -84,6 +86,8 @@ PREIMPORT = (
     "torch", "torch.nn", "torch.nn.functional", "torch.nn.init", "torch.nn.utils", "torch.nn.utils.rnn",
     "torch.nn.utils.parametrize", "torch.autograd", "torch.autograd.functional", "torch.linalg", "torch.fft",
     "torch.special", "torch.distributions", "torch.optim", "torch.utils.data", "torch.func",
+    "cProfile", "colorsys", "ctypes.util", "ctypes.wintypes", "getpass", "profile", "pstats", "shlex",
+    "sysconfig", "termios",
 )
 # fmt: on
 
@@ -125,6 +129,8 @@ class Zygote:
             "OMP_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
+            # malloc's heap in transparent huge pages (where the kernel allows them): cheaper forks and exits
+            "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1",
         }
         sys.stdout.flush()
         sys.stderr.flush()
@@ -264,8 +270,12 @@ def _warm() -> None:
     torch.multinomial(torch.ones(4), 2, generator=g)
     torch.topk(torch.arange(5.0), 2)
     torch.nn.utils.rnn.pack_padded_sequence(x.detach(), torch.tensor([3, 2]), batch_first=True)
-    opt = torch.optim.Adam([torch.zeros(2, requires_grad=True)])
-    opt.step()
+    if not _workers_can_import("torch._dynamo", "sympy", "mpmath"):  # else a worker imports them on use
+        opt = torch.optim.Adam([torch.zeros(2, requires_grad=True)])
+        opt.step()
+    import sysconfig
+
+    sysconfig.get_config_vars()  # its platform data module, imported on first use
     list(torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.zeros(4, 2)), batch_size=2))
     np.linalg.norm(np.ones(3))
     np.random.default_rng(0).normal(size=3)
@@ -273,6 +283,32 @@ def _warm() -> None:
         raise ZeroDivisionError
     except ZeroDivisionError as e:  # traceback formatting imports linecache & co.
         traceback.extract_tb(e.__traceback__)
+
+
+def _workers_can_import(*packages: str) -> bool:
+    """Whether a worker can import these installed packages itself: as a normal user it keeps our uid (and
+    Landlock lets it read the import path); as root it drops to a uid that reads only what anyone may."""
+    import importlib.util
+    import stat
+
+    if os.geteuid() != 0:
+        return True
+    for name in packages:
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            return False
+        if spec is None or not spec.origin or not os.path.isfile(spec.origin):
+            return False
+        path = Path(spec.origin).resolve()
+        try:
+            if not all(os.stat(d).st_mode & stat.S_IXOTH for d in path.parents):
+                return False
+            if not os.stat(path.parent).st_mode & stat.S_IROTH or not os.stat(path).st_mode & stat.S_IROTH:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def _hide_grader(root: str) -> None:
