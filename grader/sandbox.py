@@ -114,49 +114,70 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
     )
 
 
-def private_mounts(workdir: str, config: dict[str, Any]) -> list[str]:
-    """Root only, in the worker before it confines itself: a private mount namespace where the worker's
-    directory is a size-capped tmpfs (a disk flood fills at most DEFAULT_DISK_MB) and the grader's own trees
-    and the submission's folder (other students' files) are covered by empty read-only tmpfs. Undone by the
-    kernel when the worker's processes are gone."""
-    if os.geteuid() != 0 or "mountns" in disabled(config):
-        return []
-    if _libc.unshare(ctypes.c_int(CLONE_NEWNS)) != 0:
-        return []
-    if not _mount("none", "/", None, MS_REC | MS_PRIVATE, None):
-        return []
-    active = ["mountns"]
-    files = []
-    for dirpath, _, filenames in os.walk(workdir):
-        for name in filenames:
-            p = os.path.join(dirpath, name)
-            with open(p, "rb") as f:
-                files.append((os.path.relpath(p, workdir), f.read()))
-    size = int(config.get("disk_mb", DEFAULT_DISK_MB))
-    if _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,nr_inodes=4096,mode=0700"):
-        for rel, data in files:
-            p = os.path.join(workdir, rel)
-            os.makedirs(os.path.dirname(p), exist_ok=True)
-            with open(p, "wb") as f:
-                f.write(data)
-        active.append(f"tmpfs:{size}m")
-    hidden = 0
-    for target in [str(p) for p in protected_dirs()] + list(config.get("hide", [])):
-        if not os.path.isdir(target) or Path(workdir).resolve().is_relative_to(Path(target).resolve()):
-            continue
-        if any(
-            Path(p).resolve().is_relative_to(Path(target).resolve())
-            for p in sys.path
-            if p and os.path.isdir(p)
-        ):
-            continue  # would hide the interpreter's own files
-        if _mount(
-            "tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0000"
-        ):
-            hidden += 1
-    if hidden:
-        active.append(f"hidden:{hidden}")
-    return ["+".join(active)]
+MNT_DETACH = 2
+
+
+class MountNamespace:
+    """Root only: a slot's private mount namespace, made once by its init. The grader's own trees and the
+    submissions' folders (other students' files) are covered by empty read-only tmpfs; each worker's
+    directory is a size-capped tmpfs (a disk flood fills at most DEFAULT_DISK_MB), mounted before the worker
+    is forked and detached when it ends. The kernel undoes it all when the slot's processes are gone."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.active = False
+        self.hidden: set[str] = set()
+        if os.geteuid() != 0 or "mountns" in disabled(config):
+            return
+        if _libc.unshare(ctypes.c_int(CLONE_NEWNS)) != 0:
+            return
+        self.active = _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
+
+    def prepare(self, workdir: str, config: dict[str, Any]) -> list[str]:
+        """Mount the worker's directory (holding its files) and hide what it must not see; returns the
+        layer's name for the report ("mountns+tmpfs:256m+hidden:3"), or [] without a mount namespace."""
+        if not self.active or "mountns" in disabled(config):
+            return []
+        active = ["mountns"]
+        files = []
+        for dirpath, _, filenames in os.walk(workdir):
+            for name in filenames:
+                p = os.path.join(dirpath, name)
+                with open(p, "rb") as f:
+                    files.append((os.path.relpath(p, workdir), f.read()))
+        size = int(config.get("disk_mb", DEFAULT_DISK_MB))
+        if _mount("tmpfs", workdir, "tmpfs", MS_NOSUID | MS_NODEV, f"size={size}m,nr_inodes=4096,mode=0700"):
+            for rel, data in files:
+                p = os.path.join(workdir, rel)
+                os.makedirs(os.path.dirname(p), exist_ok=True)
+                with open(p, "wb") as f:
+                    f.write(data)
+            active.append(f"tmpfs:{size}m")
+        hidden = 0
+        for target in [str(p) for p in protected_dirs()] + list(config.get("hide", [])):
+            if target in self.hidden:
+                hidden += 1
+                continue
+            if not os.path.isdir(target) or Path(workdir).resolve().is_relative_to(Path(target).resolve()):
+                continue
+            if any(
+                Path(p).resolve().is_relative_to(Path(target).resolve())
+                for p in sys.path
+                if p and os.path.isdir(p)
+            ):
+                continue  # would hide the interpreter's own files
+            if _mount(
+                "tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k,mode=0000"
+            ):
+                self.hidden.add(target)
+                hidden += 1
+        if hidden:
+            active.append(f"hidden:{hidden}")
+        return ["+".join(active)]
+
+    def release(self, workdir: str) -> None:
+        """Detach a worker's directory once its processes are gone (its files go with it)."""
+        if self.active:
+            _libc.umount2(workdir.encode(), ctypes.c_int(MNT_DETACH))
 
 
 # ----------------------------------------------------------------------------------------------- rlimits

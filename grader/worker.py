@@ -6,8 +6,9 @@
                                                                  └─fork─> init (pid 1 of a new pid ns,
                                                                            new net ns; one per slot, lives
                                                                            as long as the slot)
-    grading process ──spawn request + 3 fds──> init ──fork──> worker (own mount ns, confined), one per
-                                                              submission (and per crash/timeout)
+    grading process ──spawn request + 3 fds──> init ──fork──> worker (confined), one per submission (and
+                                                              per crash/timeout); as root the init
+                                                              mounts its private dir first
     grading process ──end──> init: kills every process of its namespace but itself, reaps them, says "done"
     grading process <──wire messages (arrays only)──> worker
     grading process <──status lines──────────────── monitor / init / worker (before student code runs)
@@ -395,10 +396,10 @@ def _monitor(ctrl_fd: int, st_fd: int, preload_fd: int, config: dict[str, Any]) 
 
 
 class _Current:
-    """The init's record of the worker it runs: pid, status pipe, wait status once reaped."""
+    """The init's record of the worker it runs: pid, status pipe, wait status once reaped, its directory."""
 
-    def __init__(self, pid: int, st_fd: int) -> None:
-        self.pid, self.st_fd = pid, st_fd
+    def __init__(self, pid: int, st_fd: int, workdir: str) -> None:
+        self.pid, self.st_fd, self.workdir = pid, st_fd, workdir
         self.status: int | None = None
 
 
@@ -409,6 +410,7 @@ def _init(ctrl_fd: int, preload_fd: int, config: dict[str, Any]) -> None:
 
     sandbox.set_pdeathsig()
     preloaded = _read_preload(preload_fd)
+    mounts = sandbox.MountNamespace(config)  # root: the slot's own mount namespace
     pid1 = os.getpid() == 1
     if not pid1:
         sandbox.set_child_subreaper()  # the worker's orphans come back here, not to the monitor
@@ -447,6 +449,7 @@ def _init(ctrl_fd: int, preload_fd: int, config: dict[str, Any]) -> None:
             sandbox.kill_children()
             if uid is not None and os.geteuid() == 0 and "uid" not in sandbox.disabled(config):
                 sandbox.sweep_uid(int(uid))
+        mounts.release(cur.workdir)
         _status(cur.st_fd, "done")
         os.close(cur.st_fd)
 
@@ -477,20 +480,23 @@ def _init(ctrl_fd: int, preload_fd: int, config: dict[str, Any]) -> None:
                     os.close(fd)
                 continue
             sock_fd, out_fd, st_fd = fds
+            workdir, wconfig = req["workdir"], dict(config, **req["config"])
+            try:
+                wconfig["mounts"] = mounts.prepare(workdir, wconfig)
+            except OSError as e:  # the worker reports it before any student code runs
+                wconfig["mounts_error"] = f"{type(e).__name__}: {e}"
             pid = os.fork()
             if pid == 0:
                 code = 70
                 try:
                     signal.set_wakeup_fd(-1)
                     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    code = _worker_main(
-                        sock_fd, out_fd, st_fd, req["workdir"], dict(config, **req["config"]), preloaded
-                    )
+                    code = _worker_main(sock_fd, out_fd, st_fd, workdir, wconfig, preloaded)
                 finally:
                     os._exit(code)
             os.close(sock_fd)
             os.close(out_fd)
-            current = _Current(pid, st_fd)
+            current = _Current(pid, st_fd, workdir)
     finally:
         if current is not None:
             end(current)
@@ -555,8 +561,9 @@ def _worker_main(
     for lo, hi in zip(keep, keep[1:] + [1 << 16], strict=True):
         os.closerange(lo + 1, hi)
     try:
-        mounts = sandbox.private_mounts(workdir, config)  # root: this worker's own mount namespace
-        active = mounts + list(config.get("namespaces", [])) + sandbox.confine(workdir, config)
+        if config.get("mounts_error"):
+            raise RuntimeError(f"could not prepare the worker's directory: {config['mounts_error']}")
+        active = config.get("mounts", []) + config.get("namespaces", []) + sandbox.confine(workdir, config)
     except BaseException as e:  # noqa: BLE001 - a half-confined worker must not run student code
         _status(st_fd, f"fatal {type(e).__name__}: {e}")
         return 71
