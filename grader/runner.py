@@ -488,12 +488,7 @@ def run_submission(
             preload,
         )
         try:
-            err = session.start(plan.module)
-            if err:
-                result.import_error = err
-                _answer_without_worker(cases, sub, result, f"the submission could not be imported: {err}")
-            else:
-                session.run(plan, cases, sub, result)
+            result.import_error = session.run(plan, cases, sub, result)
         finally:
             session.close()
         result.restarts = session.restarts
@@ -578,6 +573,7 @@ class _Session:
         self.restarts = 0
         self.protections: list[str] = []
         self.dead = ""  # set when a replacement worker could not import the module: no more workers
+        self.ready_at = 0.0  # when the worker said the module was imported (its queued calls then start)
 
     def _spawn(self) -> WorkerHandle:
         try:
@@ -585,8 +581,9 @@ class _Session:
         except HostGone:  # the slot's host went away (its zygote was stopped): a fresh one
             return WorkerHandle(self.get_host(True), self.workdir, self.config, self.sink)
 
-    def start(self, module: str) -> str:
-        """Fork a worker and import the module; '' on success, else the reason."""
+    def start(self, module: str, queue: list[_Pending]) -> str:
+        """Fork a worker, import the module and queue `queue`'s calls behind the import (one request, no
+        round trip in between); '' on success, else the reason (the worker is then gone)."""
         self.module = module
         self.handle = self._spawn()
         try:
@@ -596,23 +593,28 @@ class _Session:
         except BaseException:
             self.handle.kill()
             raise
+        request = wire.encode({"op": "import", "module": module})
+        if queue:
+            request += wire.encode({"op": "calls", "calls": [e.j for e in queue]})
+        timeout = self.options.timeout
         try:
-            body, _ = self.handle.request(
-                {"op": "import", "module": module}, None, timeout=self.options.timeout, max_bytes=1 << 20
-            )
+            start = time.monotonic()
+            self.handle.send(request, timeout)
+            body, _ = self.handle.receive(start + timeout, 1 << 20)
         except TimedOut:
             self.handle.kill()
-            return f"importing the module took longer than {self.options.timeout:g} s"
+            return f"importing the module took longer than {timeout:g} s"
         except (WorkerCrashed, BadReply) as e:
             self.handle.kill()
             return f"the worker died while importing the module ({e})"
+        self.ready_at = time.monotonic()
         if not body.get("ok"):
             self.handle.kill()
             return str(body.get("error", "import failed"))[:500]
         self.functions = {str(f) for f in body.get("functions", [])}
         return ""
 
-    def restart(self) -> bool:
+    def restart(self, queue: list[_Pending]) -> bool:
         if self.dead:
             return False
         if self.handle is not None:
@@ -621,82 +623,91 @@ class _Session:
         if self.restarts > MAX_RESTARTS:
             self.dead = f"the worker was replaced {MAX_RESTARTS} times"
             return False
-        err = self.start(self.module)
+        err = self.start(self.module, queue)
         if err:
             self.dead = f"a replacement worker could not import the module: {err}"
         return not err
 
-    def run(self, plan: Plan, cases: CaseSet, sub: Submission, result: RunResult) -> None:
-        """Every call of the submission, function by function in the plan's order."""
+    def run(self, plan: Plan, cases: CaseSet, sub: Submission, result: RunResult) -> str:
+        """Every call of the submission, function by function in the plan's order; returns why the module
+        could not be imported ('' if it was)."""
         replies: dict[int, list[Reply | None]] = {}
-        todo: list[_Pending] = []
+        todo: list[_Pending] = []  # functions the module lacks too: the worker answers those at once
         for fn in plan.functions:
-            items = [(i, p) for i, p in enumerate(cases.items) if p.function == fn.name]
-            only_files = all(c.function.startswith("file:") for _, p in items for c in p.calls)
-            missing = fn.name not in self.functions and not only_files
-            for i, p in items:
+            for i, p in enumerate(cases.items):
+                if p.function != fn.name:
+                    continue
                 replies[i] = [None] * len(p.calls)
                 for k, call in enumerate(p.calls):
                     if call.function.startswith("file:"):
                         replies[i][k] = answer_file_call(call, sub)
-                    elif missing:
-                        replies[i][k] = Reply(
-                            failure="missing", error=f"{fn.name} is not defined in {plan.module}.py"
-                        )
                     else:
                         todo.append(_Pending(fn.name, i, k, call, self.preload.index[i, k]))
-        self._run_calls(todo, replies)
+        err = self.start(plan.module, todo)
+        if err:
+            failed = Reply(failure="missing", error=f"the submission could not be imported: {err}")
+            for e in todo:
+                replies[e.i][e.k] = failed
+        else:
+            lacking = {e.fn for e in todo if e.fn not in self.functions}
+            missing = {
+                fn: Reply(failure="missing", error=f"{fn} is not defined in {plan.module}.py")
+                for fn in lacking
+            }
+            self._run_calls(todo, replies, missing)
         for i, rs in replies.items():
             result.replies[i] = [
                 r if r is not None else Reply(failure="skipped", error="not run") for r in rs
             ]
+        return err
 
-    def _run_calls(self, todo: list[_Pending], replies: dict[int, list[Reply | None]]) -> None:
-        skip: dict[str, str] = {}  # function -> why its remaining calls are skipped
-        pos = 0
+    def _run_calls(self, todo: list[_Pending], replies, missing: dict[str, Reply]) -> None:
+        """todo's calls are queued in the current worker; a worker that dies or hangs is replaced and given
+        the calls after the failed one."""
+        skip: dict[str, Reply] = dict(missing)  # function -> the reply its remaining calls get
+        pos, queued = 0, True
         while pos < len(todo):
             e = todo[pos]
-            if e.fn in skip:
-                replies[e.i][e.k] = Reply(failure="skipped", error=skip[e.fn])
-                pos += 1
-                continue
-            if self.handle is None or not self.handle.alive:
-                if not self.restart():
+            if not queued:  # the worker that had them queued was killed: a new one gets the rest
+                if e.fn in skip:
+                    replies[e.i][e.k] = skip[e.fn]
+                    pos += 1
+                    continue
+                if not self.restart(todo[pos:]):
                     self.handle = None
                     r = Reply(failure="crash", error=f"the worker could not be restarted ({self.dead})")
                     replies[e.i][e.k] = r
                     self._after_failure(e.fn, r, skip)
                     pos += 1
                     continue
-            pos += self._send_batch(todo[pos:], replies, skip)
+            pos += self._collect(todo[pos:], replies, skip, missing)
+            queued = False
 
-    def _send_batch(self, batch: list[_Pending], replies, skip) -> int:
-        """Send `batch` in one request and collect its replies; returns how many calls were settled (all
-        of them, or up to the one that timed out / crashed the worker)."""
+    def _collect(self, batch: list[_Pending], replies, skip, missing) -> int:
+        """The replies to `batch`, queued in the worker; returns how many calls were settled (all of them,
+        or up to the one that timed out / crashed the worker). Each call has its own deadline, from the
+        previous reply (the worker starts a call as it sends the previous reply)."""
         handle = self.handle
         assert handle is not None
-        timeout = self.options.timeout
-        start = time.monotonic()
-        try:
-            handle.send(wire.encode({"op": "calls", "calls": [e.j for e in batch]}), timeout)
-        except (TimedOut, WorkerCrashed) as exc:
-            r = self._failed(batch[0], exc, start)
-            replies[batch[0].i][batch[0].k] = r
-            self._after_failure(batch[0].fn, r, skip)
-            return 1
+        start = self.ready_at
         for n, e in enumerate(batch):
             try:
-                resp, value = handle.receive(start + timeout, self.options.max_reply_bytes)
+                resp, value = handle.receive(start + self.options.timeout, self.options.max_reply_bytes)
             except (TimedOut, WorkerCrashed, BadReply) as exc:
-                r = self._failed(e, exc, start)
-                replies[e.i][e.k] = r
-                self._after_failure(e.fn, r, skip)
+                self._settle(e, self._failed(exc, start), replies, skip, missing)
                 return n + 1
-            replies[e.i][e.k] = _reply(e.call, resp, value)
-            start = time.monotonic()  # the worker starts the next call as it sends this reply
+            replies[e.i][e.k] = missing.get(e.fn) or _reply(e.call, resp, value)
+            start = time.monotonic()
         return len(batch)
 
-    def _failed(self, e: _Pending, exc: Exception, start: float) -> Reply:
+    def _settle(self, e: _Pending, r: Reply, replies, skip, missing) -> None:
+        if e.fn in missing:  # a function the module lacks stays missing, whatever the worker did
+            replies[e.i][e.k] = missing[e.fn]
+        else:
+            replies[e.i][e.k] = r
+            self._after_failure(e.fn, r, skip)
+
+    def _failed(self, exc: Exception, start: float) -> Reply:
         assert self.handle is not None
         self.handle.kill()
         if isinstance(exc, TimedOut):
@@ -709,14 +720,17 @@ class _Session:
             return Reply(failure="crash", error=f"crashed: {exc}")
         return Reply(failure="bad-reply", error=f"unusable result: {exc}")
 
-    def _after_failure(self, name: str, r: Reply, skip: dict[str, str]) -> None:
+    def _after_failure(self, name: str, r: Reply, skip: dict[str, Reply]) -> None:
         """A timeout, a limit hit or a worker that cannot be replaced costs the function its other calls."""
         if r.failure == "timeout":
-            skip[name] = f"skipped: {name} already timed out (limit {self.options.timeout:g} s)"
+            why = f"skipped: {name} already timed out (limit {self.options.timeout:g} s)"
         elif r.failure == "crash" and _hit_a_limit(r.error):  # one strike, like a timeout
-            skip[name] = f"skipped: {name} already {_hit_a_limit(r.error)}"
+            why = f"skipped: {name} already {_hit_a_limit(r.error)}"
         elif r.failure in ("crash", "bad-reply") and self.handle is None:
-            skip[name] = f"skipped: the worker could not be restarted ({self.dead})"
+            why = f"skipped: the worker could not be restarted ({self.dead})"
+        else:
+            return
+        skip[name] = Reply(failure="skipped", error=why)
 
     def close(self) -> None:
         if self.handle is not None:
