@@ -278,6 +278,7 @@ class WorkerHandle:
         self.status = StatusReader(st)
         self.sink = sink
         self.alive = True
+        self.buf = bytearray()  # bytes received from the worker and not yet decoded (the next replies)
 
     def protections(self, timeout: float = 10.0) -> list[str]:
         """What the worker reported before any student code ran; RuntimeError if it could not confine."""
@@ -352,7 +353,7 @@ class WorkerHandle:
 
     def receive(self, deadline: float, max_bytes: int) -> tuple[dict, Any]:
         """One reply before `deadline` (time.monotonic()), its size checked from its header."""
-        buf = bytearray()
+        buf = self.buf
         need = wire.HEADER.size
         header: tuple[int, int] | None = None
         while True:
@@ -368,7 +369,9 @@ class WorkerHandle:
                 need = wire.HEADER.size + jlen + plen
             if header is not None and len(buf) >= need:
                 js = bytes(buf[wire.HEADER.size : wire.HEADER.size + header[0]])
-                return wire.decode(js, bytes(buf[wire.HEADER.size + header[0] : need]))
+                payload = bytes(buf[wire.HEADER.size + header[0] : need])
+                del buf[:need]
+                return wire.decode(js, payload)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimedOut("timed out")
@@ -382,9 +385,8 @@ class WorkerHandle:
                 elif not self.sink.add(chunk):
                     raise WorkerCrashed(f"stopped: printed more than {OUTPUT_FLOOD >> 20} MiB of output")
             if self.sock in ready:
-                try:
-                    # exactly what this reply still needs: the next reply stays in the socket
-                    chunk = self.sock.recv(min(need - len(buf), 8 << 20))
+                try:  # what is there (the next replies too, kept in self.buf), at most what a reply may hold
+                    chunk = self.sock.recv(min(max(need - len(buf), 1 << 16), 8 << 20))
                 except OSError:
                     chunk = b""
                 if not chunk:

@@ -47,7 +47,9 @@ Requests to the worker (wire messages, JSON part):
     {"op": "import", "module": "rnn"}             -> {"ok", "functions" | "error"}
     {"op": "calls", "calls": [3, 4, 5, ...]}      -> one reply per call, in order, each as soon as it is
                                                      computed: {"ok", "error", "mutated", "banned", "seconds"}
-                                                     + tree {"value", "grads"}
+                                                     + tree {"value", "grads"}; "seconds" is the student's
+                                                     computation: the call, and for a gradient check the
+                                                     backward pass through the graph it built
 """
 
 from __future__ import annotations
@@ -669,7 +671,11 @@ class Worker:
         grads: Any = None
         if grad_wrt:
             try:
+                start = time.perf_counter()
                 flat = iter(self.gradients(value, tree["projection"], leaves_in))
+                body["seconds"] = (
+                    seconds + time.perf_counter() - start
+                )  # autograd through the student's graph
                 grads = [self.regroup(args[i], flat) for i in grad_wrt]
             except BaseException as e:  # noqa: BLE001
                 body["ok"] = False
