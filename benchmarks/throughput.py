@@ -17,7 +17,8 @@ submissions (60% correct in several styles, 25% buggy, 10% slow: correct but 2 m
 - times `seqgrade check A` on the example solution, and the case preparation cold and from the cache.
 
 Printed: submissions per second, wall per submission, the student code's own time per submission (the
-worker measures each call), the grader's overhead per submission beyond it (from wall time: W x wall / N -
+worker measures each call, with the backward pass through the student's graph for gradient checks, as
+baseline_one.py does), the grader's overhead per submission beyond it (from wall time: W x wall / N -
 student; from CPU time: CPU / N - student), peak memory per N, and the ratios. Nothing is asserted: the
 figures are for the reader (and the note in docs/SCALING.md).
 """
