@@ -424,6 +424,31 @@ def _init(ctrl_fd: int, preload_fd: int, config: dict[str, Any]) -> None:
     signal.signal(signal.SIGCHLD, lambda *_: None)
     uid = config.get("uid")
     current: _Current | None = None
+    spare: tuple[int, socket.socket] | None = None  # a child forked ahead, waiting for its spawn request
+    closing = False
+
+    def fork_spare() -> None:
+        """Fork the next worker now, while the grading process is busy elsewhere: it waits (root, not yet
+        confined, running nothing of a student) for its request, then confines itself like any worker."""
+        nonlocal spare
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            code = 70
+            try:
+                sandbox.set_pdeathsig()  # it dies with the init
+                signal.set_wakeup_fd(-1)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                control.close()
+                ours.close()
+                msg, fds, _, _ = socket.recv_fds(theirs, 1 << 16, 3)
+                if msg and len(fds) == 3:
+                    req = json.loads(msg.decode())
+                    code = _worker_main(*fds, req["workdir"], req["config"], preloaded)
+            finally:
+                os._exit(code)
+        theirs.close()
+        spare = (pid, ours)
 
     def reap() -> None:
         while True:
@@ -454,8 +479,11 @@ def _init(ctrl_fd: int, preload_fd: int, config: dict[str, Any]) -> None:
         mounts.release(cur.workdir)
         _status(cur.st_fd, "done")
         os.close(cur.st_fd)
+        if not closing:
+            fork_spare()
 
     try:
+        fork_spare()
         while True:
             ready, _, _ = select.select([control, wake_r], [], [])
             if wake_r in ready:
@@ -487,19 +515,30 @@ def _init(ctrl_fd: int, preload_fd: int, config: dict[str, Any]) -> None:
                 wconfig["mounts"] = mounts.prepare(workdir, wconfig)
             except OSError as e:  # the worker reports it before any student code runs
                 wconfig["mounts_error"] = f"{type(e).__name__}: {e}"
-            pid = os.fork()
-            if pid == 0:
-                code = 70
+            request = json.dumps({"workdir": workdir, "config": wconfig}).encode()
+            for _ in range(2):  # a spare that died meanwhile is replaced once
+                if spare is None:
+                    fork_spare()
+                assert spare is not None
+                (pid, handoff), spare = spare, None
                 try:
-                    signal.set_wakeup_fd(-1)
-                    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                    code = _worker_main(sock_fd, out_fd, st_fd, workdir, wconfig, preloaded)
-                finally:
-                    os._exit(code)
+                    socket.send_fds(handoff, [request], fds)
+                    handed = True
+                except OSError:
+                    handed = False
+                handoff.close()
+                if handed:
+                    break
+            else:
+                _status(st_fd, "fatal could not start a worker process")
             os.close(sock_fd)
             os.close(out_fd)
             current = _Current(pid, st_fd, workdir)
+            # the next spare is forked once this worker has ended (the namespace is emptied in between)
     finally:
+        closing = True
+        if spare is not None:
+            spare[1].close()  # it exits on its socket's end
         if current is not None:
             end(current)
 
