@@ -135,7 +135,8 @@ def _score(plan: Plan, cases: CaseSet, sub: Submission, run: RunResult) -> Submi
     source = sub.files.get(f"{plan.module}.py", b"").decode("utf-8", "replace")
     bans = {fn.name: tuple(plan.banned) + tuple(fn.banned) for fn in plan.functions}
     static = banned_scan.scan(source, [f.name for f in plan.functions], bans)
-    return score_submission(sub.student, plan, cases, run, static_banned=static, notes=sub.notes)
+    notes = sub.notes + ((sub.problem,) if sub.problem and not run.import_error else ())
+    return score_submission(sub.student, plan, cases, run, static_banned=static, notes=notes)
 
 
 def grade_one(
