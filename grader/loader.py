@@ -8,6 +8,7 @@ Notebooks are converted to a module: code cells joined, IPython magics and `!` s
 from __future__ import annotations
 
 import re
+import shutil
 import stat
 import tempfile
 import zipfile
@@ -47,12 +48,17 @@ def discover(path: Path, module: str, *, workdir: Path | None = None) -> list[Su
     if not path.exists():
         raise InputError(f"{path}: no such file or directory")
     tmp = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="seqgrade-unzip-"))
-    if path.is_file() and path.suffix == ".zip":
-        root = unpack_zip(path, tmp / _slug(path.stem))
-        return discover_folder(root, module, tmp, origin=str(path), default_id=path.stem)
-    if path.is_file():
-        return [load_entry(path, module, tmp)]
-    return discover_folder(path, module, tmp, origin=str(path), default_id=path.resolve().name)
+    try:
+        if path.is_file() and path.suffix == ".zip":
+            root = unpack_zip(path, tmp / _slug(path.stem))
+            return discover_folder(root, module, tmp, origin=str(path), default_id=path.stem)
+        if path.is_file():
+            return [load_entry(path, module, tmp)]
+        return discover_folder(path, module, tmp, origin=str(path), default_id=path.resolve().name)
+    except InputError:
+        if not workdir:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def discover_folder(root: Path, module: str, tmp: Path, *, origin: str, default_id: str) -> list[Submission]:

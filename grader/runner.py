@@ -465,8 +465,9 @@ def run_submission(
         _answer_without_worker(cases, sub, result, sub.problem)
         result.seconds = time.monotonic() - start
         return result
+    parent = sandbox.workers_parent(os.geteuid() == 0)  # root: the worker drops to its slot's uid
     slot = SLOTS.acquire()
-    workdir = tempfile.mkdtemp(prefix="seqgrade-w-")
+    workdir = tempfile.mkdtemp(prefix="seqgrade-w-", dir=parent)
     sink = OutputSink()
     try:
         _write_files(Path(workdir), sub.files)

@@ -252,6 +252,37 @@ def drop_privileges(uid: int) -> list[str]:
     raise RuntimeError("privilege drop is reversible")
 
 
+def passable(path: str) -> bool:
+    """Every user may pass through `path` and each folder above it (x for others): a worker that has dropped
+    to its slot's uid can then reach its directory inside."""
+    p = Path(path).resolve()
+    try:
+        return all(os.stat(q).st_mode & 0o001 for q in (p, *p.parents))
+    except OSError:
+        return False
+
+
+@functools.cache
+def workers_parent(uid_drop: bool) -> str | None:
+    """Where workers' directories go: the usual temporary folder, unless a worker that drops to another uid
+    could not reach it (TMPDIR under a private 0700 folder such as /run/user/N or pytest's base) -- then the
+    first passable of /tmp, /var/tmp, /dev/shm. None: tempfile's default."""
+    import tempfile
+
+    from grader.errors import ConfigError
+
+    default = tempfile.gettempdir()
+    if not uid_drop or passable(default):
+        return None
+    for candidate in ("/tmp", "/var/tmp", "/dev/shm"):
+        if os.path.isdir(candidate) and os.access(candidate, os.W_OK) and passable(candidate):
+            return candidate
+    raise ConfigError(
+        f"workers run as another user and cannot reach {default} (a folder above it is private): "
+        "set TMPDIR to a folder every user may pass through"
+    )
+
+
 def uid_processes(uid: int) -> list[int]:
     """Live (not zombie) processes whose real, effective or saved uid is `uid`, from /proc/<pid>/status."""
     out = []

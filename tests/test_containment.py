@@ -601,7 +601,8 @@ def test_a_killed_run_resumes_and_never_leaves_a_report_that_looks_complete(aren
         "--memory-mb",
         str(MEMORY_MB),
     ]
-    env = dict(os.environ, SEQGRADE_SECRET=SECRET)
+    (tmp_path / "tmp").mkdir()  # what a SIGKILL leaves behind stays in the test's folder
+    env = dict(os.environ, SEQGRADE_SECRET=SECRET, TMPDIR=str(tmp_path / "tmp"))
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and len(list(out.glob("*.json"))) < 2:
@@ -622,6 +623,43 @@ def test_a_killed_run_resumes_and_never_leaves_a_report_that_looks_complete(aren
     assert f"Resumed: {len(first)}" in done.stderr
     for p in sorted(out.glob("*.json")):  # the same reports as the uninterrupted run in the arena
         assert _normalised(p) == _normalised(arena["out"] / p.name), p.name
+
+
+def test_a_private_tmpdir_does_not_lock_the_workers_out(tmp_path):
+    """TMPDIR under a 0700 folder (/run/user/N, pytest's base): workers that drop to their slot's uid must still
+    reach their directory (measured before the fix: every submission 'died while importing', exit 70)."""
+    private = tmp_path / "private"
+    (private / "tmp").mkdir(parents=True)
+    private.chmod(0o700)
+    env = dict(os.environ, TMPDIR=str(private / "tmp"))
+    cmd = [sys.executable, "-m", "grader.cli", "check", "rnn", str(HOSTILE / "honest" / "correct_loops.py")]
+    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_sigterm_stops_the_run_cleanly(arena, tmp_path):
+    """A CI runner's timeout (SIGTERM) unwinds like Ctrl-C: every process stopped, no temporary folder left."""
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for i in range(6):
+        shutil.copy(HOSTILE / "rnn" / "hang_sleep.py", subs / f"hang{i}.py")
+    tmp, out = tmp_path / "tmp", tmp_path / "out"
+    tmp.mkdir()
+    cmd = [sys.executable, "-m", "grader.cli", "grade", "rnn", str(subs), "--out", str(out), "--timeout", "1"]
+    cmd += ["--workers", "2", "--secret", str(arena["secret_file"])]
+    env = dict(os.environ, SEQGRADE_SECRET=SECRET, TMPDIR=str(tmp))
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.glob("*.json")):
+        time.sleep(0.05)
+    descendants = _descendants(proc.pid)
+    assert descendants and any(tmp.iterdir()), "the grader had not started"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.5)
+    assert not [p for p in descendants if _alive(p)]
+    assert not list(tmp.iterdir()), list(tmp.iterdir())
+    assert len(list(out.glob("*.json"))) < 6
 
 
 def _descendants(pid: int) -> list[int]:

@@ -206,7 +206,7 @@ EXPECTED = {
     "wrong_shape": 0.0,
     "pickled": 0.0,
     "weights_only": 6.0,  # no memory.py: the weights are what is graded (the missing file is a note)
-    "broken_module": 6.0,  # memory.py does not compile: never imported, the weights still count
+    "broken_module": 6.0,  # memory.py raises at import: never imported, the weights still count
 }
 MESSAGES = {
     "plain_rnn": "(using memory_weights.npz), below the",

@@ -154,7 +154,7 @@ def test_collect_canvas_zip(tmp_path):
     assert rows["S003"]["status"] == "missing" and rows["S003"]["name"] == "Hopper, Grace"
     assert rows["S002"]["late"] == "yes" and rows["strangerdanger_999_5559_rnn"]["student"] == ""
     # the collected folder is what `seqgrade grade` reads: one submission per folder, unmatched ones included
-    subs = {s.student: s for s in discover(out, "rnn")}
+    subs = {s.student: s for s in discover(out, "rnn", workdir=tmp_path / "w")}
     assert set(subs) == {"S001", "S002", "S004", "strangerdanger_999_5559_rnn"}
     assert subs["S002"].files["rnn.py"] == b"# alan, latest\n"
 

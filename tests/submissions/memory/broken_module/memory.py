@@ -1,4 +1,3 @@
-import torch
+"""Broken at import: for this assignment the file is never imported, the weights still count."""
 
-def train(:
-    pass  # a syntax error: the file is never imported for this assignment
+raise RuntimeError("half-finished training script")
