@@ -12,7 +12,7 @@ transformer blocks, whole language models and recurrent networks alike.
                               non-zero on and below it (position t attends to itself and to its past)
     CausalMaskCheck           a returned boolean mask, True = may attend: lower-triangular with the diagonal
 
-Every failure names the positions: "y at t=2 changes when x at t=5 changes (by 3.1e-01): it sees the future".
+Every failure names the positions: "perturbing x at t=5 moves y at t=2 (by 3.1e-01): it sees the future".
 Like all checks, `prepare` runs in the trusted process (with the reference) and `judge` is pure.
 """
 
@@ -234,7 +234,7 @@ class FuturePerturbationCheck(Check):
             n_pairs = len(pairs)
             return Comparison(
                 False,
-                f"{name} at t={t} changes when {what} at t={s} changes (by {by:.2g}): position {t} sees the "
+                f"perturbing {what} at t={s} moves {name} at t={t} (by {by:.2g}): position {t} sees the "
                 f"future; {n_pairs} of {T * (T - 1) // 2} (earlier, later) pairs leak"
                 + (f" (also {more[:80]}{'...' if len(more) > 80 else ''})" if more else ""),
                 by,
@@ -246,7 +246,7 @@ class FuturePerturbationCheck(Check):
             who = "itself" if t == s else f"the earlier position t={s}"
             return Comparison(
                 False,
-                f"{name} at t={t} does not change when {what} at t={s} changes, but it must: position {t} "
+                f"perturbing {what} at t={s} does not move {name} at t={t}, but it must: position {t} "
                 f"should see {who} (over-masked)",
                 None,
                 (t, s),

@@ -143,12 +143,12 @@ def test_correct_attention_passes(dtype: str, style: str, check: str) -> None:
 @pytest.mark.parametrize(
     ("bug", "check", "message"),
     [
-        ("no_mask", "perturb", "out at t=0 changes when q, k and v at t=1 changes"),
+        ("no_mask", "perturb", "perturbing q, k and v at t=1 moves out at t=0"),
         ("no_mask", "grad", "the gradient of out at t=0 with respect to k at t=1 is"),
         ("no_mask", "weights", "position t=0 attends to the future position t="),
-        ("transposed", "perturb", "at t=0 changes when q, k and v at t=1 changes"),
+        ("transposed", "perturb", "perturbing q, k and v at t=1 moves out at t=0"),
         ("transposed", "weights", "attends to the future"),
-        ("after_softmax", "perturb", "out at t=0 changes when q, k and v at t=1"),
+        ("after_softmax", "perturb", "perturbing q, k and v at t=1 moves out at t=0"),
         ("after_softmax", "grad", "with respect to k at t=1"),
         ("after_softmax", "weights", "row t=0 of weights sums to"),
         ("wrong_axis", "weights", "sums to"),
@@ -157,7 +157,7 @@ def test_correct_attention_passes(dtype: str, style: str, check: str) -> None:
         ("diagonal", "perturb", "out is not finite (NaN or inf) at t=0"),
         ("diagonal", "grad", "is not finite (NaN or inf) at t=0"),
         ("diagonal_big", "weights", "position t=0 attends to the future position t=1"),
-        ("diagonal_big", "perturb", "out at t=0 changes when q, k and v at t=1 changes"),
+        ("diagonal_big", "perturb", "perturbing q, k and v at t=1 moves out at t=0"),
         ("diagonal_big", "grad", "the gradient of out at t=0 with respect to"),
     ],
 )
@@ -175,7 +175,7 @@ def test_leak_message_names_both_positions() -> None:
         return out + 0.1 * torch.roll(v, -3, dims=-2) * (torch.arange(v.shape[-2]) == 2)[:, None], w
 
     c = grade(SDPA_CHECKS["perturb"], SDPA, sdpa_case(T=6), scaled_dot_product_attention, peeks_two_ahead)
-    assert not c.ok and "out at t=2 changes when q, k and v at t=5 changes" in c.message, c.message
+    assert not c.ok and "perturbing q, k and v at t=5 moves out at t=2" in c.message, c.message
     assert c.where == (2, 5)
     assert "1 of 15 (earlier, later) pairs leak" in c.message, c.message
     c = grade(SDPA_CHECKS["grad"], SDPA, sdpa_case(T=6), scaled_dot_product_attention, peeks_two_ahead)
@@ -268,7 +268,7 @@ def test_token_perturbation_for_language_models() -> None:
         return gpt_forward(tokens, *rest) + 0.01 * torch.roll(tokens, -1, 1)[..., None].double()
 
     c = grade(check, GPT, case, gpt_forward, sees_next_token)
-    assert not c.ok and "logits at t=0 changes when tokens at t=1 changes" in c.message, c.message
+    assert not c.ok and "perturbing tokens at t=1 moves logits at t=0" in c.message, c.message
 
 
 RNN = Function(

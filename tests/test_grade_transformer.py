@@ -35,9 +35,9 @@ BUGS: dict[str, dict[str, tuple[str, str]]] = {
     },
     "bug_mask_after_softmax": {
         ATTN: ("causal: attention weights", "row t=0 of weights sums to"),
-        MHA: ("causal: changing the future", "y at t=0 changes when x at t=1 changes"),
+        MHA: ("causal: changing the future", "perturbing x at t=1 moves y at t=0"),
         BLOCK: ("causal: gradient from the future", "the gradient of y at t=0 with respect to x at t=1 is"),
-        GPT: ("causal: changing the future", "logits at t=0 changes when tokens at t=1 changes"),
+        GPT: ("causal: changing the future", "perturbing tokens at t=1 moves logits at t=0"),
     },
     "bug_transposed_mask": {
         "causal_mask": (
@@ -45,8 +45,8 @@ BUGS: dict[str, dict[str, tuple[str, str]]] = {
             "may attend to the future position t=1 (mask[0, 1] is True). The mask is transposed",
         ),
         MHA: ("causal: attention weights", "position t=0 attends to the future position t=1"),
-        BLOCK: ("causal: changing the future", "y at t=0 changes when x at t=1 changes"),
-        GPT: ("causal: changing the future", "logits at t=0 changes when tokens at t=1 changes"),
+        BLOCK: ("causal: changing the future", "perturbing x at t=1 moves y at t=0"),
+        GPT: ("causal: changing the future", "perturbing tokens at t=1 moves logits at t=0"),
     },
     "bug_scale_d_model": {
         MHA: ("forward", "y: max abs error"),
@@ -61,13 +61,13 @@ BUGS: dict[str, dict[str, tuple[str, str]]] = {
     "bug_softmax_axis": {
         ATTN: ("causal: attention weights", "sums to"),
         MHA: ("causal: gradient from the future", "the gradient of y at t=0 with respect to x at t=1 is"),
-        BLOCK: ("causal: changing the future", "y at t=0 changes when x at t=1 changes"),
+        BLOCK: ("causal: changing the future", "perturbing x at t=1 moves y at t=0"),
         GPT: ("causal: changing the future", "position 0 sees the future"),
     },
     "bug_no_mask": {
-        MHA: ("causal: changing the future", "y at t=0 changes when x at t=1 changes"),
+        MHA: ("causal: changing the future", "perturbing x at t=1 moves y at t=0"),
         BLOCK: ("causal: gradient from the future", "with respect to x at t=1"),
-        GPT: ("causal: changing the future", "logits at t=0 changes when tokens at t=1 changes"),
+        GPT: ("causal: changing the future", "perturbing tokens at t=1 moves logits at t=0"),
     },
     "bug_unbiased_var": {
         "layer_norm": ("forward", "y: max abs error"),
