@@ -213,6 +213,7 @@ def test_grading_the_suite_stays_fast(arena):
 LOSES = {
     "hang_loop": ({"rnn_forward"}, "timed out"),
     "hang_sleep": ({"rnn_step"}, "timed out"),
+    "hang_late": ({"rnn_step"}, "timed out"),
     "hang_blocked_signals": ({"clip_grad_norm"}, "timed out"),
     "crash_segfault": ({"rnn_backward"}, "killed by SIGSEGV"),
     "crash_abort": ({"rnn_forward"}, "killed by SIGABRT"),
@@ -268,7 +269,7 @@ def test_an_attack_costs_only_its_own_functions(arena, name):
 
 
 @pytest.mark.parametrize(
-    "name", ["hang_loop", "hang_sleep", "hang_blocked_signals", "res_fork_bomb", "res_cpu"]
+    "name", ["hang_loop", "hang_sleep", "hang_late", "hang_blocked_signals", "res_fork_bomb", "res_cpu"]
 )
 def test_a_hang_costs_one_timeout_per_function(arena, name):
     (fn,), _ = LOSES[name]
@@ -277,6 +278,17 @@ def test_a_hang_costs_one_timeout_per_function(arena, name):
     assert sum(m.startswith("timed out") for m in msgs) == 1, msgs
     assert all(m.startswith(("timed out", "skipped: ")) for m in msgs)
     assert r["extra_data"]["seconds"] < 4 * TIMEOUT + 3, r["extra_data"]["seconds"]
+
+
+def test_a_hang_mid_batch_keeps_the_calls_before_it(arena):
+    """hang_late: rnn_step's first calls are right, then it hangs. What it answered before counts; the
+    functions after it in the batch are graded in full (a fresh worker took over after the timeout)."""
+    r = rep(arena, "hang_late")
+    step = [t for t in r["tests"] if t["name"].startswith("rnn_step:") and t["max_score"] > 0]
+    assert any(t["status"] == "passed" for t in step), [t["output"] for t in step]
+    assert any(t["output"].startswith("timed out") for t in step)
+    step_points = r["extra_data"]["functions"]["rnn_step"]
+    assert 0 < step_points["score"] < step_points["max_score"]
 
 
 @pytest.mark.parametrize("name", sorted(IMPORT_FAILS))
