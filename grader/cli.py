@@ -37,11 +37,11 @@ def check_cmd(assignment: str, path: Path | None, timeout: float) -> None:
     """Self-check a solution on the public cases (students). PATH defaults to ./ASSIGNMENT.py or .ipynb."""
     from grader import pipeline
 
+    _validate(assignment, path or Path("."))
     if path is None:
         path = next((c for c in (Path(f"{assignment}.py"), Path(f"{assignment}.ipynb")) if c.exists()), None)
         if path is None:
             raise click.ClickException(f"no {assignment}.py or {assignment}.ipynb here; give the PATH")
-    _validate(assignment, path)
     zygote = pipeline.start_zygote()
     try:
         result = pipeline.check(assignment, path, timeout=timeout, zygote=zygote)

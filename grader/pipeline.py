@@ -366,7 +366,10 @@ def check(
     unzip_dir = Path(tempfile.mkdtemp(prefix="seqgrade-in-"))
     try:
         plan = load_plan(assignment)
-        subs = discover(Path(path), plan.module, workdir=unzip_dir)
+        path = Path(path)
+        if plan.graded_files and path.is_file() and path.suffix in (".py", ".ipynb"):
+            path = path.parent  # the weights lie beside the code: check the student's folder
+        subs = discover(path, plan.module, workdir=unzip_dir)
         if len(subs) != 1:
             from grader.errors import InputError
 

@@ -130,6 +130,11 @@ class Plan:
     def max_score(self) -> float:
         return float(sum(f.points for f in self.functions))
 
+    @property
+    def graded_files(self) -> tuple[str, ...]:
+        """Files graded as data (a trained model's weights): such a plan is checked on the student's folder."""
+        return tuple(f for fn in self.functions for c in fn.checks for f in getattr(c, "files", ()))
+
     def function(self, name: str) -> Function:
         for f in self.functions:
             if f.name == name:

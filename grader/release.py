@@ -89,7 +89,8 @@ def release(
     write_checker(plan, out / CHECKER, public)
 
     script = out / "selfcheck.sh"
-    script.write_text(selfcheck_script(plan, student_file.name))
+    # a plan that grades files (weights) is checked on the whole folder, where the files lie beside the code
+    script.write_text(selfcheck_script(plan, "." if plan.graded_files else student_file.name))
     script.chmod(0o755)
     wf = out / ".github" / "workflows" / "selfcheck.yml"
     wf.parent.mkdir(parents=True, exist_ok=True)
@@ -105,11 +106,17 @@ def release(
 
 
 def checked_template(plan: Plan) -> str:
-    """The template generated from the reference; it must equal student_template/<module>.py if present."""
+    """The template generated from the reference; it must equal student_template/<module>.py if present.
+    Where the reference defines no function for students to write (memory: they train and submit weights),
+    the template is written by hand and shipped as it is."""
     from grader.template import template_for
 
     fresh = template_for(plan.name)
     shipped = TEMPLATE_DIR / f"{plan.module}.py"
+    if "raise NotImplementedError" not in fresh:
+        if not shipped.is_file():
+            raise ConfigError(f"student_template/{plan.module}.py is missing (it is written by hand)")
+        return shipped.read_text()
     if shipped.is_file() and shipped.read_text() != fresh:
         raise ConfigError(
             f"student_template/{plan.module}.py differs from what the reference generates: "
@@ -183,8 +190,13 @@ def selfcheck_section(plan: Plan, student_file: str) -> str:
         "solutions):\n\n"
         f"    python -m pip install ./{CHECKER}\n\n"
         "then, after each change:\n\n"
-        f"    seqgrade check {plan.name} {student_file}\n\n"
-        "or `bash selfcheck.sh`, which installs the checker if needed and runs it. On GitHub, every push "
+        f"    seqgrade check {plan.name} {'.' if plan.graded_files else student_file}\n\n"
+        + (
+            f"(run in this folder: the check reads {' or '.join(plan.graded_files)} beside your code)\n\n"
+            if plan.graded_files
+            else ""
+        )
+        + "or `bash selfcheck.sh`, which installs the checker if needed and runs it. On GitHub, every push "
         "runs the same check (`.github/workflows/selfcheck.yml`) and shows the result in the job summary.\n"
     )
 

@@ -93,7 +93,7 @@ def score_submission(
             )
             for e in entries
         ]
-        if _returned(replies):
+        if _returned(replies) and fn.args:  # a function of no inputs (a weights file) has none to change
             scored.append(unchanged)
         if banned:
             scored.insert(

@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from grader import pipeline, release
 from grader.cli import main
 from grader.errors import ConfigError
-from grader.plan import load_plan
+from grader.plan import available, load_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples" / "rnn"
@@ -287,3 +287,24 @@ def test_release_cli_errors_are_one_line(tmp_path):
 def test_released_plan_closure_includes_shared_plan_helpers():
     assert release.plan_closure("gated") == ["gated", "rnn"]
     assert json.dumps(release.plan_closure("rnn")) == '["rnn"]'
+
+
+@pytest.mark.parametrize("name", available())
+def test_every_assignment_releases(name, tmp_path):
+    """Each of the course's assignments builds, hand-written templates (memory) included."""
+    plan = load_plan(name)
+    r = release.release(name, tmp_path / name)
+    assert r.student_file.read_text() == (ROOT / "student_template" / f"{plan.module}.py").read_text()
+    target = "." if plan.graded_files else r.student_file.name
+    assert f"TARGET=${{1:-{target}}}" in (tmp_path / name / "selfcheck.sh").read_text()
+
+
+def test_a_weights_assignment_is_checked_on_the_folder(tmp_path, monkeypatch):
+    """memory: `seqgrade check memory` in the student's folder (or on memory.py) reads the weights beside it."""
+    r = release.release("memory", tmp_path / "memory")
+    shutil.copy(ROOT / "examples" / "memory" / "gru" / "memory_weights.npz", r.out / "memory_weights.npz")
+    monkeypatch.chdir(r.out)
+    for args in (["check", "memory"], ["check", "memory", "memory.py"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert "3 of 3 public checks passed" in result.output

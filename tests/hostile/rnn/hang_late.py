@@ -41,7 +41,14 @@ def rnn_backward(dhs, x, h0, W_ih, W_hh, b_ih, b_hh):
         gb = gb + da.sum(0)
         gx[t] = da @ W_ih
         carry = da @ W_hh
-    return {"x": torch.stack(gx, dim=1), "h0": carry, "W_ih": gW_ih, "W_hh": gW_hh, "b_ih": gb, "b_hh": gb.clone()}
+    return {
+        "x": torch.stack(gx, dim=1),
+        "h0": carry,
+        "W_ih": gW_ih,
+        "W_hh": gW_hh,
+        "b_ih": gb,
+        "b_hh": gb.clone(),
+    }
 
 
 def clip_grad_norm(grads, max_norm):
