@@ -193,10 +193,10 @@ def grade_cmd(
     if run.skipped:
         click.echo(
             f"Resumed: {run.skipped} submissions already graded with these cases were kept "
-            "(--fresh regrades them).",
+            "(--fresh regrades them, --student ID regrades one).",
             err=True,
         )
-    click.echo(report.summary_text(run.results, seconds=run.seconds))
+    click.echo(report.summary_text(run.results, seconds=run.seconds, graded=run.graded))
     click.echo(f"Reports in {run.out}/ (gradebook.csv, <student>.json, <student>.md)")
 
 

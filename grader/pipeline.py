@@ -251,7 +251,12 @@ def grade(
             subs = [s for s in subs if s.student in set(options.students)]
         todo, skipped = [], 0
         for s in subs:
-            prev = None if options.fresh else report.read_student(out / f"{report.file_stem(s.student)}.json")
+            # --student names whom to regrade: those are graded again even when nothing changed
+            prev = (
+                None
+                if options.fresh or options.students
+                else report.read_student(out / f"{report.file_stem(s.student)}.json")
+            )
             extra = (prev or {}).get("extra_data", {})
             if extra.get("case_key") == key and extra.get("source_sha256") == source_hash(s):
                 skipped += 1  # graded with these cases and this exact code: keep the report

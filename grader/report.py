@@ -169,16 +169,19 @@ def write_gradebook(out: Path, results: list[dict[str, Any]]) -> Path:
     return path
 
 
-def summary_text(results: list[dict[str, Any]], *, seconds: float) -> str:
+def summary_text(results: list[dict[str, Any]], *, seconds: float, graded: int | None = None) -> str:
+    """The run in a few lines: `graded` submissions graded now; the figures below cover every report."""
     n = len(results)
     if not n:
         return "No submissions graded."
+    graded = n if graded is None else graded
     scores = [r["score"] for r in results]
     max_score = results[0]["max_score"]
     full = sum(1 for s in scores if abs(s - max_score) < 1e-6)
     failed = Counter(t["name"].split(" (")[0] for r in results for t in r["tests"] if t["status"] == "failed")
     lines = [
-        f"Graded {n} submission{'s' * (n != 1)} in {seconds:.1f} s ({n / max(seconds, 1e-9):.1f}/s).",
+        f"Graded {graded} submission{'s' * (graded != 1)} in {seconds:.1f} s ({graded / max(seconds, 1e-9):.1f}/s)."
+        + (f" {n} reports in all." if graded != n else ""),
         f"Mean {sum(scores) / n:.2f} / {max_score:g}; full marks: {full}; "
         f"not loadable: {sum(1 for r in results if r['extra_data'].get('import_error'))}.",
     ]

@@ -264,6 +264,21 @@ def test_grade_writes_reports(runner, tmp_path, monkeypatch):
     assert book.loc["ann", "total"] == 10 and book.loc["ben", "total"] == 7
     assert book.loc["ben", "rnn_forward"] == 0 and book.loc["ben", "rnn_backward"] == 4
 
+    # regrading: nothing changed -> nothing graded; a changed file -> only that student; --student -> that one
+    cmd = ["grade", "rnn", str(subs), "--out", str(out), "--timeout", "5"]
+    stamp = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    r = runner.invoke(main, cmd)
+    assert r.exit_code == 0 and "Graded 0 submissions" in r.output and "Resumed: 2" in r.output, r.output
+    (subs / "ben.py").write_bytes(CORRECT_FILE.read_bytes())  # ben resubmits, fixed
+    r = runner.invoke(main, cmd)
+    assert r.exit_code == 0 and "Graded 1 submission " in r.output and "Resumed: 1" in r.output, r.output
+    assert json.loads((out / "ben.json").read_text())["score"] == 10
+    assert (out / "ann.json").stat().st_mtime_ns == stamp["ann.json"]
+    r = runner.invoke(main, [*cmd, "--student", "ann"])
+    assert r.exit_code == 0 and "Graded 1 submission " in r.output, r.output
+    assert (out / "ann.json").stat().st_mtime_ns != stamp["ann.json"]
+    assert pd.read_csv(out / "gradebook.csv").set_index("student").loc["ben", "total"] == 10
+
 
 @pytest.mark.parametrize(
     "args,fragment",
