@@ -206,7 +206,7 @@ def student_summary(r: SubmissionResult) -> str:
     passed = sum(t.passed for t in public)
     lines.append(
         f"Public checks: **{passed} of {len(public)} passed**"
-        + (" (the same as `seqgrade check`)." if public else ".")
+        + (" (the cases `seqgrade check` runs)." if public else ".")
     )
     failing = sorted({t.function for t in public if not t.passed})
     if failing:

@@ -102,6 +102,7 @@ class SlotPool:
                 except OSError:
                     f.close()
                     continue
+                _sweep_workdirs(uid)
                 return (slot, uid, f)
             raise RuntimeError("no free worker uid (see SEQGRADE_UID_BASE)")
 
@@ -131,6 +132,18 @@ class SlotPool:
 
 
 SLOTS = SlotPool()
+
+
+def _sweep_workdirs(uid: int) -> None:
+    """Remove worker folders that a killed run (SIGKILL) left owned by `uid`: ours now (we hold its lock), so no
+    live run uses them, and a later worker of the same uid must not find an earlier student's files."""
+    parent = Path(sandbox.workers_parent(True) or tempfile.gettempdir())
+    for d in parent.glob("seqgrade-w-*"):
+        try:
+            if d.is_dir() and not d.is_symlink() and d.lstat().st_uid == uid:
+                _remove_tree(str(d))
+        except OSError:
+            pass
 
 
 @dataclass

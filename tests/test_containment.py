@@ -241,6 +241,7 @@ IMPORT_FAILS = {
     "crash_import_os_exit": "exited with code 0",
     "crash_import_sys_exit": "SystemExit: 0",
     "crash_import_keyboard_interrupt": "KeyboardInterrupt",
+    "crash_import_base_exception": "Escape: leaving before anything is graded",
 }
 FULL_MARKS = (
     "res_daemon",
@@ -479,8 +480,8 @@ def test_a_machine_without_the_layers_still_grades_and_says_so(arena):
 
 
 def test_without_namespaces_or_uids_a_daemon_still_dies_with_its_submission(arena, tmp_path):
-    """The normal-user path: no pid namespace, no uid to sweep. The monitor is a child subreaper, so a
-    double-forked setsid() daemon comes back to it and is killed when the submission is done."""
+    """The normal-user path: no pid namespace, no uid to sweep. The slot's init is a child subreaper,
+    so a double-forked setsid() daemon comes back to it and is killed when the submission is done."""
     from grader import cases
     from grader.loader import load_entry
     from grader.plan import load_plan
@@ -627,7 +628,9 @@ def test_a_killed_run_resumes_and_never_leaves_a_report_that_looks_complete(aren
     assert 2 <= len(first) < 7
     for p in first:
         json.loads(p.read_text())  # complete: atomic writes only
-    time.sleep(1.0)  # parent-death signals run down the chain: zygote, monitors, inits, workers
+    time.sleep(
+        1.0
+    )  # the zygote ends with its control socket; monitors, inits, workers by parent-death signals
     alive = [p for p in descendants if _alive(p)]
     assert not alive, alive
     done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -649,8 +652,10 @@ def test_a_private_tmpdir_does_not_lock_the_workers_out(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_sigterm_stops_the_run_cleanly(arena, tmp_path):
-    """A CI runner's timeout (SIGTERM) unwinds like Ctrl-C: every process stopped, no temporary folder left."""
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 1)])
+def test_sigterm_or_ctrl_c_stops_the_run_cleanly(arena, tmp_path, sig, code):
+    """Ctrl-C (SIGINT) or a CI runner's timeout (SIGTERM): every process stopped, no temporary folder left,
+    the reports written so far complete (the run resumes from them)."""
     subs = tmp_path / "subs"
     subs.mkdir()
     for i in range(6):
@@ -666,12 +671,14 @@ def test_sigterm_stops_the_run_cleanly(arena, tmp_path):
         time.sleep(0.05)
     descendants = _descendants(proc.pid)
     assert descendants and any(tmp.iterdir()), "the grader had not started"
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    proc.send_signal(sig)
+    assert proc.wait(timeout=30) == code
     time.sleep(0.5)
     assert not [p for p in descendants if _alive(p)]
     assert not list(tmp.iterdir()), list(tmp.iterdir())
-    assert len(list(out.glob("*.json"))) < 6
+    assert 1 <= len(list(out.glob("*.json"))) < 6
+    for p in out.glob("*.json"):
+        json.loads(p.read_text())
 
 
 def _descendants(pid: int) -> list[int]:
@@ -690,3 +697,29 @@ def _alive(pid: int) -> bool:
             return "State:\tZ" not in f.read()
     except OSError:
         return False
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="worker uids exist only when the grader runs as root")
+def test_a_killed_runs_worker_folders_are_swept_before_their_uid_is_reused(tmp_path):
+    """After a SIGKILL, a worker folder (chowned to its slot's uid where there is no mount namespace) stays in
+    TMPDIR; whoever takes that uid next removes it before any worker of that uid runs."""
+    import tempfile
+
+    parent = Path(sandbox.workers_parent(True) or tempfile.gettempdir())
+    uids = [sandbox.slot_uid(i) for i in range(sandbox.MAX_SLOTS * 4)]
+    stale = {}
+    for uid in uids:
+        d = Path(tempfile.mkdtemp(prefix="seqgrade-w-", dir=parent))
+        (d / "rnn.py").write_text("# an earlier student's code\n")
+        os.chown(d / "rnn.py", uid, uid)
+        os.chown(d, uid, uid)
+        stale[uid] = d
+    pool = runner.SlotPool()
+    try:
+        slot, uid, lock = pool.acquire()
+        assert not stale[uid].exists()
+        assert all(d.exists() for u, d in stale.items() if u != uid)
+        lock.close()
+    finally:
+        for d in stale.values():
+            shutil.rmtree(d, ignore_errors=True)
