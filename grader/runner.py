@@ -45,7 +45,8 @@ from grader.worker import Zygote
 OUTPUT_CAP = 16 << 10  # bytes of worker output kept for the report
 OUTPUT_FLOOD = 64 << 20  # bytes after which a worker is stopped for flooding
 MAX_REPLY_BYTES = 256 << 20
-MAX_RESTARTS = 100
+MAX_RESTARTS = 100  # a backstop: a function is skipped after CRASHES_PER_FUNCTION crashes or one timeout
+CRASHES_PER_FUNCTION = 3
 PRELOAD_BYTES = 8 << 20  # array bytes per message of a preload (a case set's calls, for the slot host)
 PRELOAD_NODES = 20_000  # tree nodes per message of a preload (wire.MAX_NODES is the hard limit)
 
@@ -588,6 +589,7 @@ class _Session:
         self.handle: WorkerHandle | None = None
         self.functions: set[str] = set()
         self.restarts = 0
+        self.crashes: dict[str, int] = {}  # function -> workers it crashed
         self.protections: list[str] = []
         self.dead = ""  # set when a replacement worker could not import the module: no more workers
         self.ready_at = 0.0  # when the worker said the module was imported (its queued calls then start)
@@ -745,6 +747,13 @@ class _Session:
             why = f"skipped: {name} already {_hit_a_limit(r.error)}"
         elif r.failure in ("crash", "bad-reply") and self.handle is None:
             why = f"skipped: the worker could not be restarted ({self.dead})"
+        elif r.failure in ("crash", "bad-reply"):
+            # a function that kills its worker on every call must not spend the restarts of the functions
+            # after it: after a few crashes its remaining calls are skipped
+            self.crashes[name] = self.crashes.get(name, 0) + 1
+            if self.crashes[name] < CRASHES_PER_FUNCTION:
+                return
+            why = f"skipped: {name} already crashed the worker {CRASHES_PER_FUNCTION} times"
         else:
             return
         skip[name] = Reply(failure="skipped", error=why)

@@ -723,3 +723,29 @@ def test_a_killed_runs_worker_folders_are_swept_before_their_uid_is_reused(tmp_p
     finally:
         for d in stale.values():
             shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_function_that_crashes_on_every_call_costs_only_its_own_points(grade_hidden, tmp_path):
+    """The transformer's attention has about 100 hidden calls: one that kills its worker on every call is
+    skipped after a few crashes, so the functions after it still get workers (measured before the fix:
+    1/17, with sinusoidal_positions and layer_norm scored 0 after 'the worker was replaced 100 times')."""
+    source = (ROOT / "examples" / "transformer" / "correct.py").read_text()
+    crashing = source.replace(
+        "def scaled_dot_product_attention(q, k, v, mask=None):\n",
+        "def scaled_dot_product_attention(q, k, v, mask=None):\n    import os\n\n    os._exit(3)\n",
+        1,
+    )
+    assert crashing != source
+    path = tmp_path / "transformer.py"
+    path.write_text(crashing)
+    r = grade_hidden("transformer", path)
+    scores = {name: score for name, (score, _) in r.functions.items()}
+    points = {name: total for name, (_, total) in r.functions.items()}
+    assert scores["scaled_dot_product_attention"] == 0
+    for fn in ("causal_mask", "sinusoidal_positions", "layer_norm"):
+        assert scores[fn] == pytest.approx(points[fn]), (
+            fn,
+            [t.message for t in r.tests if t.function == fn][:3],
+        )
+    skipped = [t.message for t in r.tests if t.function == "scaled_dot_product_attention" and not t.passed]
+    assert any("crashed the worker 3 times" in m for m in skipped), skipped[:5]
