@@ -238,7 +238,7 @@ def grade(
         subs = discover(Path(submissions), plan.module, workdir=unzip_dir)
         _unique_ids(subs)
         secret, note = cases_mod.load_secret(options.secret_path)
-        key = f"{plan.name}:{cases_mod.fingerprint(secret)}:{','.join(options.visibilities)}"
+        key = f"{plan.name}:{cases_mod.fingerprint(secret)}:{','.join(options.visibilities)}:{grading_code(plan)}"
         case_sets, cache_note = prepare_case_sets(
             plan, options.visibilities, secret, cache=options.cache, cache_dir=options.cache_dir
         )
@@ -299,6 +299,19 @@ def grade(
         shutil.rmtree(unzip_dir, ignore_errors=True)
         if own_zygote and zygote is not None:
             zygote.stop()
+
+
+def grading_code(plan: Plan) -> str:
+    """12 hex digits over the code that decides a grade: the modules behind the plan's cases and checks
+    (grader.cache.source_digests) and the scoring. A report graded by other code is not resumed."""
+    from grader import cache, compare, score
+
+    h = hashlib.sha256()
+    for name, digest in cache.source_digests(plan):
+        h.update(f"{name}={digest}\0".encode())
+    for module in (banned_scan, compare, score, report):
+        h.update(Path(module.__file__).read_bytes())
+    return h.hexdigest()[:12]
 
 
 class Meter:

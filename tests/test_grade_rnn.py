@@ -278,6 +278,12 @@ def test_grade_writes_reports(runner, tmp_path, monkeypatch):
     assert r.exit_code == 0 and "Graded 1 submission " in r.output, r.output
     assert (out / "ann.json").stat().st_mtime_ns != stamp["ann.json"]
     assert pd.read_csv(out / "gradebook.csv").set_index("student").loc["ben", "total"] == 10
+    # a change to the code that grades (plan, reference, checks, scoring) regrades everyone
+    from grader import pipeline
+
+    monkeypatch.setattr(pipeline, "grading_code", lambda plan: "other-code")
+    r = runner.invoke(main, cmd)
+    assert r.exit_code == 0 and "Graded 2 submissions" in r.output, r.output
 
 
 @pytest.mark.parametrize(
