@@ -1,6 +1,6 @@
 """Generate a student template from a reference module: same module docstring, imports, signatures and
 docstrings; every function body replaced by `raise NotImplementedError`. The template and the reference
-therefore cannot drift apart (tests/test_templates.py regenerates and compares).
+therefore cannot drift apart (tests/test_artifacts.py regenerates and compares).
 
     python -m grader.template NAME [NAME ...]     writes student_template/NAME.py
 """

@@ -37,7 +37,7 @@ BANNED = (
 
 
 def uniform(gen: torch.Generator, shape: tuple[int, ...], scale: float, dtype: torch.dtype) -> torch.Tensor:
-    """U(-scale, scale) in float64, then cast: the same values for every dtype of a case."""
+    """U(-scale, scale) drawn in float64, then cast to `dtype` (each dtype of a case has its own seed)."""
     return ((torch.rand(shape, generator=gen, dtype=torch.float64) * 2 - 1) * scale).to(dtype)
 
 
