@@ -85,6 +85,14 @@ BUGS: dict[str, Bug] = {
         (("rnn_forward: forward", "h_T: max abs error"),),
         passes=(r"rnn_forward: .*T=1\b",),
     ),
+    "bug_squeeze_batch_of_one": Bug(
+        {"rnn_forward": 3 * 12 / 16},  # wrong only on the B = 1 case: 4 of 16 entries
+        (
+            ("rnn_forward: forward " + F64 + "B=1 ", "h_T has shape (3,), expected (1, 3)"),
+            (r"rnn_forward: gradients .*B=1 ", SHAPE_MSG),
+        ),
+        passes=(r"rnn_forward: .*B=[2-9] ",),
+    ),
     "bug_detach": Bug(
         {"rnn_forward": 1.5},
         (("rnn_forward: gradients", NO_GRAD + " x:"),),
@@ -107,6 +115,19 @@ BUGS: dict[str, Bug] = {
             ("rnn_backward: inputs unchanged", "50%"),
         ),
         passes=("rnn_backward: forward",),
+    ),
+    "bug_bptt_dwhh_uses_h_t": Bug(
+        {"rnn_backward": 0.0},
+        (("rnn_backward: forward", "W_hh: max abs error"),),  # x, h0 and W_ih are right: W_hh is named
+    ),
+    "bug_bptt_no_carry": Bug(
+        {"rnn_backward": 4 * 2 / 8},  # right only on the T = 1 case, where there is no carry: 2 of 8 entries
+        (("rnn_backward: forward", "max abs error"),),
+        passes=(r"rnn_backward: .*T=1\b",),
+    ),
+    "bug_bptt_tanh_of_h_prev": Bug(
+        {"rnn_backward": 0.0},
+        (("rnn_backward: forward", "max abs error"),),
     ),
     "bug_clip_inplace": Bug(
         {"clip_grad_norm": 0.5},
