@@ -28,6 +28,18 @@ BUGS: dict[str, Bug] = {
         {"gru_step": 0.0},
         (("gru_step: forward", "h_t: max abs error"), ("gru_step: gradients", "gradient wrong")),
     ),
+    "bug_lstm_h_from_c_prev": Bug(
+        {"lstm_step": 0.0, "lstm_forward": 0.0},
+        (("lstm_step: forward", "h_t: max abs error"), ("lstm_forward: forward", "hs: max abs error")),
+    ),
+    "bug_gru_gate_order": Bug(
+        {"gru_step": 0.0, "gru_forward": 0.0},
+        (("gru_step: forward", "h_t: max abs error"), ("gru_forward: forward", "hs: max abs error")),
+    ),
+    "bug_gru_b_hn_outside_reset": Bug(
+        {"gru_step": 0.0, "gru_forward": 0.0},
+        (("gru_step: forward", "h_t: max abs error"), ("gru_step: gradients", "gradient wrong")),
+    ),
     "bug_single_bias": Bug(
         {"lstm_step": 0.0, "lstm_forward": 0.0},
         (("lstm_step: forward", "h_t: max abs error"), ("lstm_forward: forward", "max abs error")),
