@@ -56,7 +56,8 @@ def make_state(gen, cell: str, shape: tuple[int, ...], dtype):
 
 
 def make_lengths(gen, B: int, T: int) -> torch.Tensor:
-    """Unsorted lengths in [1, T]: with B >= 3 one full-length row, one of length <= T // 2, never sorted."""
+    """Unsorted lengths in [1, T]: with B >= 3 one full-length row, one of length <= T // 2, never sorted;
+    with B = 2 two different lengths below T, ascending (a batch sorted by length and not put back fails)."""
     lengths = torch.randint(1, T + 1, (B,), generator=gen)
     if B >= 3:
         i, j = torch.randperm(B, generator=gen)[:2].tolist()
@@ -64,6 +65,9 @@ def make_lengths(gen, B: int, T: int) -> torch.Tensor:
         lengths[j] = int(torch.randint(1, max(T // 2, 1) + 1, (1,), generator=gen))
         while bool((lengths[:-1] >= lengths[1:]).all()):  # sorted descending is the easy case: avoid it
             lengths = lengths[torch.randperm(B, generator=gen)]
+    elif B == 2 and T >= 3:
+        a, b = sorted((torch.randperm(T - 1, generator=gen)[:2] + 1).tolist())
+        lengths = torch.tensor([a, b])
     elif int(lengths.max()) == T:
         lengths[int(lengths.argmax())] = int(torch.randint(1, T, (1,), generator=gen))  # some padding
     return lengths
