@@ -1,14 +1,19 @@
 """Confinement of a worker: what the machine offers, detected at run time, applied in layers.
 
-Called in the worker's process tree (grader.worker), never in the grading process. Every layer is
-tried, checked, and named in the list `confine` returns; a layer the machine refuses is left out and
-the report says so (see docs/SECURITY.md for the guarantees as root, as a normal user, in a container).
+Applied in the worker's process tree (grader.worker), never in the grading process, which uses only the
+helpers that pick a slot's uid, the switched-off layers and the folder for workers' directories. Every layer
+is tried, checked, and named in the list `confine` returns; a layer the machine refuses is left out and the
+report says so (see docs/SECURITY.md for the guarantees as root, as a normal user, in a container).
 
     layer        what it stops                                     needs
     rlimits      memory (AS), file size, open files, CPU, cores,   always
                  processes (NPROC, per uid: only without root)
-    namespaces   network (netns), stray processes (pidns: all die  root, or unprivileged user namespaces
-                 with the worker's init)
+    namespaces   network (netns), stray processes (pidns: the      root, or unprivileged user namespaces
+                 slot's init empties it with kill(-1) after each
+                 worker)
+    mount ns     disk floods (the worker's directory is a tmpfs,   root
+                 --disk-mb), the grader's trees and other
+                 students' folders (covered); one per slot
     uid drop     reading root's/the grader's files, signalling or   root (a free uid per worker slot)
                  tracing the grader, writing the report directory
     no_new_privs setuid binaries regaining privileges               always
@@ -18,9 +23,14 @@ the report says so (see docs/SECURITY.md for the guarantees as root, as a normal
     seccomp      execve, ptrace, /proc/<pid>/mem-like syscalls,     x86_64 or aarch64 Linux, any user
                  non-UNIX sockets, new namespaces, io_uring, bpf
 
-The sequence in a fresh worker (root case): chown the private dir to the slot's uid, set rlimits, drop
-to the uid, parent-death signal, no_new_privs, Landlock, seccomp. Nothing here raises on a refused
-layer; only a failure that would leave the worker *more* privileged than reported is fatal.
+Who does what (root case): the slot's monitor unshares the net and pid namespaces for its init
+(enter_namespaces); the init makes the slot's mount namespace once (MountNamespace) and mounts each
+worker's directory before handing it to the worker, which was forked ahead and waits unconfined. On its
+request the worker confines itself (confine): chown the private dir to the slot's uid, a clean environment,
+rlimits, drop to the uid, parent-death signal, not dumpable, no_new_privs, Landlock, seccomp. When it ends,
+the init kills every other process of its pid namespace (kill_namespace), or, without one, its children and
+the slot's uid (kill_children, sweep_uid). Nothing here raises on a refused layer; only a failure that would
+leave the worker *more* privileged than reported is fatal.
 """
 
 from __future__ import annotations
