@@ -2,41 +2,126 @@
 the student's own code; this scan cannot).
 
 For every top-level function of the student's module, collect the dotted names it refers to (through
-import aliases: `from torch import nn as n; n.LSTM` -> torch.nn.LSTM), follow calls to the module's
-other functions, and report which banned names each graded function reaches.
+import aliases: `from torch import nn as n; n.LSTM` -> torch.nn.LSTM; assignments: `aten = torch.ops.aten`;
+defaults of parameters; `getattr(x, "name")`; star imports), follow calls to the module's other functions,
+and report which banned names each graded function reaches.
+
+torch reaches one computation by many routes: F.scaled_dot_product_attention is also
+torch._C._nn.scaled_dot_product_attention, torch.ops.aten.scaled_dot_product_attention(.default) and the
+kernels behind it (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, ...). A ban on an op is a ban
+on its `family`: its own name and the kernels in KERNELS, under every torch namespace. The worker's tracer
+uses the same families at run time.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterable
+import functools
+import re
+from collections.abc import Collection, Iterable, Sequence
+
+_RNN_BACKENDS = ("_cudnn_rnn", "miopen_rnn", "mkldnn_rnn_layer", "_lstm_mps")
+
+# A banned API's name -> the kernels that compute the same thing by another route (followed transitively).
+# Only kernels whose use implies the API's computation: nll_loss is not in cross_entropy's family
+# (log_softmax + nll_loss is a way to write the loss by hand where only cross_entropy is banned).
+KERNELS: dict[str, tuple[str, ...]] = {
+    "scaled_dot_product_attention": (
+        "_scaled_dot_product_attention_math", "_scaled_dot_product_attention_math_for_mps",
+        "_scaled_dot_product_flash_attention", "_scaled_dot_product_flash_attention_for_cpu",
+        "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention",
+        "_scaled_dot_product_fused_attention_overrideable", "_flash_attention_forward",
+        "_efficient_attention_forward", "_flash_attention_forward_no_dropout_inplace",
+        "_triton_scaled_dot_attention",
+    ),
+    "MultiheadAttention": ("multi_head_attention_forward",),
+    "multi_head_attention_forward": ("_native_multi_head_attention", "_triton_multi_head_attention"),
+    "TransformerEncoderLayer": ("_transformer_encoder_layer_fwd",),
+    "TransformerEncoder": ("_transformer_encoder_layer_fwd",),
+    "CrossEntropyLoss": ("cross_entropy",),
+    "cross_entropy": ("cross_entropy_loss",),
+    "NLLLoss": ("nll_loss",),
+    "nll_loss": ("nll_loss_nd", "nll_loss2d", "nll_loss_forward", "nll_loss2d_forward"),
+    "LayerNorm": ("layer_norm",),
+    "layer_norm": ("native_layer_norm",),
+    "GroupNorm": ("group_norm",),
+    "group_norm": ("native_group_norm",),
+    "RMSNorm": ("rms_norm",),
+    "rms_norm": ("_fused_rms_norm",),
+    "RNN": ("rnn_tanh", "rnn_relu", *_RNN_BACKENDS),
+    "LSTM": ("lstm", *_RNN_BACKENDS),
+    "GRU": ("gru", *_RNN_BACKENDS),
+    "RNNCell": ("rnn_tanh_cell", "rnn_relu_cell"),
+    "LSTMCell": ("lstm_cell",),
+    "GRUCell": ("gru_cell",),
+    "lstm_cell": ("_thnn_fused_lstm_cell",),
+    "gru_cell": ("_thnn_fused_gru_cell",),
+    "_VF": ("rnn_tanh", "rnn_relu", "lstm", "gru", "rnn_tanh_cell", "rnn_relu_cell", "lstm_cell", "gru_cell"),
+    "pack_padded_sequence": ("_pack_padded_sequence",),
+    "pad_packed_sequence": ("_pad_packed_sequence",),
+}  # fmt: skip
+# Where torch keeps ops: a ban on <namespace>.<op> is a ban on the op (torch.layer_norm, F.layer_norm).
+OP_NAMESPACES = frozenset({
+    "torch", "torch.nn.functional", "torch._C._nn", "torch._C._VariableFunctions",
+    "torch._C._VariableFunctionsClass", "torch._VF", "torch.ops.aten",
+})  # fmt: skip
+_MAX_HOPS, _MAX_PATHS, _MAX_PARTS = 8, 128, 64  # bounds on what hostile source can make the scan do
+_ATEN_STRING = re.compile(r"^aten(?:::|\.)([A-Za-z_]\w*)")  # "aten::layer_norm", "aten.layer_norm.default"
+
+
+@functools.cache
+def family(banned: str) -> frozenset[str]:
+    """The op names a ban covers under every torch namespace: its own leaf and the kernels that compute it.
+
+    Empty for a ban that is not an op (torch.autograd.grad, torch.Tensor.backward, torch.nn.attention):
+    those match by their dotted path only.
+    """
+    namespace, _, leaf = banned.rpartition(".")
+    if leaf not in KERNELS and namespace not in OP_NAMESPACES:
+        return frozenset()
+    out: set[str] = set()
+    todo = [leaf]
+    while todo:
+        name = todo.pop()
+        if name not in out:
+            out.add(name)
+            todo.extend(KERNELS.get(name, ()))
+    return frozenset(out)
+
+
+def ban_of_ops(ops: Collection[str], bans: Sequence[str]) -> str | None:
+    """The ban that calling one of `ops` (op names) breaks, or None: a ban named after the op first
+    (torch.ops.aten.layer_norm breaks F.layer_norm before nn.LayerNorm), else the first in `bans`."""
+    hits = [b for b in bans if family(b) & set(ops)]
+    named = [b for b in hits if b.rpartition(".")[2] in ops]
+    return (named or hits or [None])[0]
 
 
 def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...]]) -> dict[str, list[str]]:
     """{function: [banned names it uses]} for the graded `functions`; {} if the source does not parse."""
     try:
         tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
         return {}
-    aliases = _aliases(tree)
     defs = {n.name: n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    aliases = _aliases(tree, set(defs))
     refs: dict[str, set[str]] = {}
     calls: dict[str, set[str]] = {}
     for name, node in defs.items():
-        local_aliases = dict(aliases)
-        local_aliases.update(_aliases(node))
         names = set()
         called = set()
         for sub in ast.walk(node):
             dotted = _dotted(sub)
             if dotted:
-                head, _, rest = dotted.partition(".")
-                full = local_aliases.get(head, head) + ("." + rest if rest else "")
-                names.add(full)
-                if head in defs:
-                    called.add(head)
+                names.update(_resolve(dotted, aliases))
+                if dotted.partition(".")[0] in defs:
+                    called.add(dotted.partition(".")[0])
             if isinstance(sub, ast.Attribute) and sub.attr in ("backward", "_VF"):
                 names.add(f"*.{sub.attr}")
+            if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                m = _ATEN_STRING.match(sub.value)  # torch._C._get_operation_overload("aten::...", "")
+                if m:
+                    names.add(f"torch.ops.aten.{m.group(1)}")
         refs[name] = names
         calls[name] = called
     result: dict[str, list[str]] = {}
@@ -51,33 +136,129 @@ def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...
             reach.add(f)
             todo.extend(calls.get(f, ()))
         used = set().union(*(refs[f] for f in reach))
-        hits = sorted({b for b in banned.get(fn, ()) for u in used if _matches(u, b)})
+        hits = sorted(_hits(used, banned.get(fn, ())))
         if hits:
             result[fn] = hits
     return result
 
 
-def _aliases(tree: ast.AST) -> dict[str, str]:
-    out: dict[str, str] = {}
-    body = tree.body if isinstance(tree, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef)) else []
-    for node in ast.walk(tree) if isinstance(tree, ast.Module) else body:
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                out[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            for a in node.names:
-                out[a.asname or a.name] = f"{node.module}.{a.name}"
+def _hits(used: Iterable[str], bans: Sequence[str]) -> set[str]:
+    """The bans `used` breaks: by dotted path (_matches), else as a route to a banned op (one ban per name)."""
+    out: set[str] = set()
+    for u in used:
+        direct = [b for b in bans if _matches(u, b)]
+        if direct:
+            out.update(direct)
+            continue
+        parts = u.split(".")
+        if parts[0] == "torch":  # torch.ops.aten.layer_norm.default, torch._C._nn.cross_entropy_loss, ...
+            ban = ban_of_ops(parts[1:], bans)
+            if ban:
+                out.add(ban)
     return out
 
 
+def _aliases(tree: ast.Module, defs: set[str]) -> dict[str, set[str]]:
+    """{name: the torch paths it may stand for}, from imports and assignments anywhere in the module.
+
+    `import torch.nn as tnn`, `from torch._C import _nn`, `aten = torch.ops.aten` (and chains of these),
+    `def f(q, F=torch.nn.functional)`, and `from torch.nn.functional import *` for the names nothing else
+    in the module defines. A name may stand for several paths: all count.
+    """
+    out: dict[str, set[str]] = {}
+    stars: list[str] = []
+    pairs: list[tuple[str, ast.AST]] = []  # (name, expression assigned to it)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                path = a.name if a.asname else a.name.split(".")[0]
+                out.setdefault(a.asname or a.name.split(".")[0], set()).add(path)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for a in node.names:
+                if a.name == "*":
+                    stars.append(node.module)
+                else:
+                    out.setdefault(a.asname or a.name, set()).add(f"{node.module}.{a.name}")
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    pairs.append((t.id, node.value))
+                elif isinstance(t, (ast.Tuple, ast.List)) and isinstance(node.value, (ast.Tuple, ast.List)):
+                    elts = zip(t.elts, node.value.elts, strict=False)
+                    pairs += [(e.id, v) for e, v in elts if isinstance(e, ast.Name)]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            a = node.args
+            positional = a.posonlyargs + a.args
+            with_default = positional[len(positional) - len(a.defaults) :]
+            pairs += list(zip((p.arg for p in with_default), a.defaults, strict=True))
+            pairs += [(p.arg, d) for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None]
+    torch_stars = [m for m in stars if m.split(".")[0] == "torch"]
+    if torch_stars:
+        defined = defs | set(out) | {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg)}
+        defined |= {
+            n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)
+        }
+        for n in ast.walk(tree):
+            if isinstance(n, ast.Name) and n.id not in defined:
+                out[n.id] = {f"{m}.{n.id}" for m in torch_stars}
+    for _ in range(_MAX_HOPS):  # chains: a = torch.ops; b = a.aten (bounded: a = a.b grows forever)
+        changed = False
+        for name, value in pairs:
+            dotted = _dotted(value)
+            for path in _resolve(dotted, out) if dotted else ():
+                known = out.setdefault(name, set())
+                if path.split(".")[0] == "torch" and path not in known and len(known) < _MAX_PATHS:
+                    known.add(path)
+                    changed = True
+        if not changed:
+            break
+    return out
+
+
+def _resolve(dotted: str, aliases: dict[str, set[str]]) -> set[str]:
+    """The paths `dotted` may stand for: through the aliases of its head, or itself."""
+    head, _, rest = dotted.partition(".")
+    tail = "." + rest if rest else ""
+    return {p + tail for p in aliases.get(head, ())} or {dotted}
+
+
 def _dotted(node: ast.AST) -> str | None:
-    parts = []
-    while isinstance(node, ast.Attribute):
-        parts.append(node.attr)
-        node = node.value
-    if isinstance(node, ast.Name):
-        parts.append(node.id)
-        return ".".join(reversed(parts))
+    """a.b.c for an attribute chain; getattr(a.b, "c"), a.b.__getattr__("c") and a.b.__dict__["c"] too."""
+    parts: list[str] = []
+    while len(parts) <= _MAX_PARTS:  # a longer chain is no torch path; its inner links are scanned anyway
+        if isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        elif isinstance(node, ast.Call) and len(node.args) >= 2 and _is_name(node.func, "getattr"):
+            if not _is_str(node.args[1]):
+                return None
+            parts.append(node.args[1].value)
+            node = node.args[0]
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("__getattr__", "__getattribute__")
+            and len(node.args) == 1
+        ):
+            if not _is_str(node.args[0]):
+                return None
+            parts.append(node.args[0].value)
+            node = node.func.value
+        elif isinstance(node, ast.Subscript) and _is_str(node.slice):
+            key, base = node.slice.value, node.value
+            if isinstance(base, ast.Attribute) and base.attr == "__dict__":
+                node = base.value
+            elif isinstance(base, ast.Call) and _is_name(base.func, "vars") and len(base.args) == 1:
+                node = base.args[0]
+            else:
+                return None
+            parts.append(key)
+        elif isinstance(node, ast.Name):
+            parts.append(node.id)
+            return ".".join(reversed(parts))
+        else:
+            return None
     return None
 
 
@@ -93,3 +274,11 @@ def _matches(used: str, banned: str) -> bool:
         return any(p == b_parts[-1] for p in u_parts) and banned == "torch._VF" and "_VF" in u_parts
     # same leaf: accept when the rest of the used path is a plausible re-export (torch.nn.modules.rnn.LSTM)
     return u_parts[0] == b_parts[0] and len(b_parts) >= 2 and b_parts[-2] in u_parts
+
+
+def _is_name(node: ast.AST, name: str) -> bool:
+    return isinstance(node, ast.Name) and node.id == name
+
+
+def _is_str(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, str)

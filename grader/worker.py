@@ -69,7 +69,7 @@ import types
 from pathlib import Path
 from typing import Any
 
-from grader import wire
+from grader import banned, wire
 
 # Modules students legitimately use, imported in the zygote: once a worker has dropped to its own uid it
 # may be unable to read the interpreter's files (e.g. a pyenv Python under a 0700 /root). The last line is
@@ -812,29 +812,28 @@ class Tracer:
 
     The names are dotted paths (torch.nn.LSTM, torch.autograd.grad, torch._VF, torch.Tensor.backward).
     Classes are replaced by subclasses whose constructor records; functions by recording wrappers;
-    torch._VF by a proxy recording access to its RNN kernels. A determined student can undo this in
-    their own process, so the grading process also scans the source (grader.banned).
+    torch._VF by a proxy recording access to its RNN kernels. The other routes to a banned op
+    (torch.ops.aten.<op>[.<overload>], torch._C._nn.<op>, torch._C._VariableFunctions.<op>, names built at
+    run time) are caught by a TorchFunctionMode, entered while a student's function runs, that looks up
+    every torch call it sees in the bans' op families (grader.banned.family). A determined student can undo
+    all this in their own process, so the grading process also scans the source (grader.banned).
     """
 
-    VF_KERNELS = (
-        "rnn_tanh",
-        "rnn_relu",
-        "lstm",
-        "gru",
-        "rnn_tanh_cell",
-        "rnn_relu_cell",
-        "lstm_cell",
-        "gru_cell",
-    )
+    VF_KERNELS = banned.KERNELS["_VF"]
 
     def __init__(self) -> None:
         self.hits: set[str] = set()
         self.active: set[str] = set()
+        self.order: tuple[str, ...] = ()  # the active bans in the plan's order
         self.current: str | None = None
+        self.ops: frozenset[str] = frozenset()  # op names of the installed bans' families
+        self.mode: Any = None  # the TorchFunctionMode that sees those ops called
+        self.wrapped: dict[Any, Any] = {}  # our recording wrapper -> the function it wraps
 
     def reset(self, active: list[str]) -> None:
         self.hits = set()
         self.active = set(active)
+        self.order = tuple(active)
 
     def attributed(self, name: str | None) -> _Attributed:
         return _Attributed(self, name)
@@ -843,9 +842,18 @@ class Tracer:
         if self.current is not None and api in self.active:
             self.hits.add(api)
 
+    def record_op(self, op: str) -> None:
+        """A torch op was called: record the ban it breaks, unless the banned API that called it is recorded."""
+        if self.current is None or any(op in banned.family(h) for h in self.hits):
+            return
+        ban = banned.ban_of_ops((op,), self.order)
+        if ban is not None:
+            self.hits.add(ban)
+
     def install(self, names: list[str]) -> None:
         import importlib
 
+        self._install_mode(names)
         for dotted in names:
             if dotted == "torch._VF":
                 self._install_vf()
@@ -886,6 +894,7 @@ class Tracer:
             tracer.record(dotted)
             return original(*a, **k)
 
+        self.wrapped[wrapper] = original
         return wrapper
 
     def _install_vf(self) -> None:
@@ -905,16 +914,53 @@ class Tracer:
         torch._VF = proxy  # type: ignore[attr-defined]
         sys.modules["torch._VF"] = proxy  # type: ignore[assignment]
 
+    def _install_mode(self, names: list[str]) -> None:
+        from torch.overrides import TorchFunctionMode
+
+        self.ops = frozenset().union(*(banned.family(n) for n in names))
+        if not self.ops:
+            return
+        tracer, ops, wrapped = self, self.ops, self.wrapped
+        known: dict[Any, tuple[Any, str | None]] = {}  # torch function -> (what to call, banned op or None)
+
+        def resolve(func: Any) -> tuple[Any, str | None]:
+            # torch hands over the function its module holds now, e.g. our wrapper of torch._C._nn.<op> when
+            # the student called F.<op> (the same builtin): call what it wraps, the op is what is recorded
+            target = wrapped.get(func, func)
+            name = getattr(target, "__name__", None)
+            op = name.partition(".")[0] if isinstance(name, str) else None  # OpOverload: "layer_norm.default"
+            return target, op if op in ops else None
+
+        class _OpMode(TorchFunctionMode):
+            def __torch_function__(self_inner, func, types, args=(), kwargs=None):
+                try:
+                    target, op = known[func]
+                except KeyError:
+                    target, op = known[func] = resolve(func)
+                except TypeError:  # unhashable
+                    target, op = func, None
+                if op is not None:
+                    tracer.record_op(op)
+                return target(*args, **kwargs) if kwargs else target(*args)
+
+        self.mode = _OpMode()
+
 
 class _Attributed:
     """Banned-API calls made inside this block are attributed to function `name` (None: not recorded)."""
 
     def __init__(self, tracer: Tracer, name: str | None) -> None:
         self.tracer, self.name = tracer, name
+        watch = name is not None and any(banned.family(b) for b in tracer.order)
+        self.mode = tracer.mode if watch else None
 
     def __enter__(self) -> None:
         self.tracer.current = self.name
+        if self.mode is not None:
+            self.mode.__enter__()
 
     def __exit__(self, *exc: object) -> bool:
         self.tracer.current = None
+        if self.mode is not None:
+            self.mode.__exit__(None, None, None)
         return False
