@@ -245,11 +245,9 @@ GPT_ARGS = ("tokens", "wte", "wpe", "blocks", "g", "b", "head", "n_heads")
 GPT = Function("gpt_forward", 1, GPT_ARGS, None, (), (), outputs="logits")
 
 
-def test_token_perturbation_for_language_models() -> None:
+def gpt_case(g: torch.Generator, V: int = 7, D: int = 4) -> Case:
     from tests.test_ref_transformer import block_params, encoder_layer
 
-    g = torch.Generator().manual_seed(5)
-    V, D = 7, 4
     blocks = [{k: v.detach() for k, v in block_params(encoder_layer(D, 2, 6, g)).items()}]
     inputs = {
         "tokens": torch.randint(0, V, (2, 5), generator=g), "blocks": blocks,
@@ -258,7 +256,13 @@ def test_token_perturbation_for_language_models() -> None:
         "g": torch.ones(D, dtype=torch.float64), "b": torch.zeros(D, dtype=torch.float64),
         "head": torch.randn(V, D, generator=g, dtype=torch.float64), "n_heads": 2,
     }  # fmt: skip
-    case = case_of(GPT, "float64", inputs)
+    return case_of(GPT, "float64", inputs)
+
+
+def test_token_perturbation_for_language_models() -> None:
+    g = torch.Generator().manual_seed(5)
+    V = 7
+    case = gpt_case(g, V)
     check = FuturePerturbationCheck((("tokens", 1),), (((), 1),), n_ids=lambda a: a["wte"].shape[0])
     calls, _ = check.prepare(None, GPT, case, gpt_forward, g)
     assert all(int(c.args[0].max()) < V for c in calls)
@@ -269,6 +273,24 @@ def test_token_perturbation_for_language_models() -> None:
 
     c = grade(check, GPT, case, gpt_forward, sees_next_token)
     assert not c.ok and "perturbing tokens at t=1 moves logits at t=0" in c.message, c.message
+
+
+def test_position_gradients_for_language_models() -> None:
+    """Token ids have no gradient: gpt_forward's gradient check runs over wpe, cut to the T positions used."""
+    from assignments.transformer.plan import gpt_positions
+
+    g = torch.Generator().manual_seed(6)
+    case = gpt_case(g)
+    check = FutureGradientCheck((("wpe", 0),), (((), 1),), adapt=gpt_positions)
+    calls, _ = check.prepare(None, GPT, case, gpt_forward, g)
+    assert all(c.args[2].shape[0] == case.inputs["tokens"].shape[1] for c in calls)
+    assert grade(check, GPT, case, gpt_forward, gpt_forward).ok
+
+    def sees_next_position(tokens, wte, wpe, *rest):
+        return gpt_forward(tokens, wte, wpe + 0.1 * torch.roll(wpe, -1, 0), *rest)
+
+    c = grade(check, GPT, case, gpt_forward, sees_next_position)
+    assert not c.ok and "the gradient of logits at t=0 with respect to wpe at t=1" in c.message, c.message
 
 
 RNN = Function(
