@@ -1,12 +1,13 @@
 """Check plan of the `seq2seq` assignment: Bahdanau attention, a GRU decoder, teacher forcing, decoding.
 
 Hidden cases are chosen to expose the classic bugs: source padding filled with loud values, lengths unsorted
-(attention not masked, softmax over the wrong axis, renormalising over padding), Hd != He != A != E (swapped
-projections), attention queried with the new state instead of the previous one, targets with PAD after EOS
-(teacher forcing without the shift, a loss averaged over padding), greedy runs where some rows stop early
-and some never stop, and beam searches with k >= 3 on random decoders and on crafted bigram tables where
-forgetting the parent's score, extending finished hypotheses, normalising by length when alpha = 0 (or not
-when alpha > 0), keeping k hypotheses alive, or mis-ordering ties changes the answer.
+(attention not masked, softmax over the wrong axis, renormalising over padding), Hd, He, A and E pairwise
+different (swapped projections), attention queried with the new state instead of the previous one, targets
+with PAD after EOS (teacher forcing without the shift, a loss averaged over padding), greedy runs where some
+rows stop early and some never stop, and beam searches with k >= 3 on random decoders and on crafted bigram
+tables where forgetting the parent's score, extending finished hypotheses, normalising by length when
+alpha = 0 (or not when alpha > 0), keeping k hypotheses alive, or mis-ordering ties changes the answer.
+Hidden tables are varied from the secret (`vary`), so no hidden case repeats the public one.
 """
 
 from __future__ import annotations
@@ -184,11 +185,32 @@ def bigram_params(table: dict[int, dict[int, float]], V: int, He: int, Hd: int, 
     return {k: v.to(dtype) for k, v in p.items()}
 
 
+def vary(gen, table: dict[int, dict[int, float]]) -> dict[int, dict[int, float]]:
+    """The same trap with other numbers: the words a, b, c relabelled by a random permutation, and every
+    distinct probability of the table multiplied by a factor of its own in [0.99, 1.01], rows renormalised.
+    Equal probabilities (the ties a table is built on) and equal rows stay equal. The factors move a product
+    of two probabilities against another by at most ~6%, inside the closest margin a trap relies on ("parent":
+    0.5 * 0.45 against 0.3 * 0.7, 7% apart; at +-3% the trap failed on 3 of 2000 varied cases)."""
+    words = (3, 4, 5)
+    perm = torch.randperm(len(words), generator=gen).tolist()
+    label = {PAD: PAD, BOS: BOS, EOS: EOS, **{w: words[i] for w, i in zip(words, perm, strict=True)}}
+    values = sorted({prob for row in table.values() for prob in row.values()})
+    noise = torch.rand(len(values), generator=gen, dtype=torch.float64).tolist()
+    factor = {v: 1.0 + 0.01 * (2.0 * u - 1.0) for v, u in zip(values, noise, strict=True)}
+    varied = {}
+    for prev, row in table.items():
+        nudged = {label[w]: prob * factor[prob] for w, prob in row.items()}
+        total = sum(nudged.values())
+        varied[label[prev]] = {w: prob / total for w, prob in nudged.items()}
+    return varied
+
+
 def make_beam(gen, p, dtype):
     He, Hd, A = p["He"], p["Hd"], p["A"]
     src = make_source(gen, 1, p["S"], He, Hd, dtype)
     if "table" in p:
-        params = bigram_params(TABLES[p["table"]], 6, He, Hd, A, dtype)
+        table = vary(gen, TABLES[p["table"]]) if p.get("_vary") else TABLES[p["table"]]
+        params = bigram_params(table, 6, He, Hd, A, dtype)
     else:
         params = make_params(gen, p["V"], p["E"], He, Hd, A, dtype, p["_eos"])
     return {**src, "params": params, "beam_size": p["k"], "max_len": p["max_len"], "alpha": float(p["alpha"])}
@@ -197,7 +219,7 @@ def make_beam(gen, p, dtype):
 ATTENTION = (
     {"B": 4, "S": 6, "He": 5, "Hd": 3, "A": 4},
     {"B": 3, "S": 7, "He": 2, "Hd": 6, "A": 5},
-    {"B": 5, "S": 4, "He": 4, "Hd": 4, "A": 3},
+    {"B": 5, "S": 4, "He": 4, "Hd": 2, "A": 3},
 )
 STEP = (
     {"B": 3, "S": 5, "V": 9, "E": 4, "He": 6, "Hd": 5, "A": 3},
@@ -205,17 +227,20 @@ STEP = (
 )
 TEACHER = (
     {"B": 3, "S": 5, "T": 4, "V": 9, "E": 4, "He": 6, "Hd": 5, "A": 3},
-    {"B": 4, "S": 6, "T": 6, "V": 8, "E": 3, "He": 4, "Hd": 3, "A": 5},
-    {"B": 5, "S": 3, "T": 5, "V": 7, "E": 5, "He": 3, "Hd": 4, "A": 4},
+    {"B": 4, "S": 6, "T": 6, "V": 8, "E": 2, "He": 4, "Hd": 3, "A": 5},
+    {"B": 5, "S": 3, "T": 5, "V": 7, "E": 5, "He": 3, "Hd": 4, "A": 6},
 )
 LOSS = ({"B": 3, "T": 5, "V": 7}, {"B": 5, "T": 4, "V": 11}, {"B": 4, "T": 6, "V": 6})
 GREEDY = (
     {"B": 5, "S": 5, "V": 9, "E": 4, "He": 6, "Hd": 5, "A": 3, "max_len": 7, "_eos": 1.0},
-    {"B": 6, "S": 4, "V": 7, "E": 3, "He": 4, "Hd": 4, "A": 5, "max_len": 8, "_eos": 1.5},
+    {"B": 6, "S": 4, "V": 7, "E": 3, "He": 6, "Hd": 4, "A": 5, "max_len": 8, "_eos": 1.5},
     {"B": 4, "S": 6, "V": 8, "E": 5, "He": 3, "Hd": 6, "A": 4, "max_len": 5, "_eos": -3.0},
 )
 BEAM_DIMS = {"S": 5, "V": 9, "E": 4, "He": 5, "Hd": 6, "A": 3}
-TABLE_DIMS = {"S": 4, "He": 3, "Hd": 2, "A": 2}
+TABLE_DIMS = {"S": 4, "He": 3, "Hd": 2, "A": 4}  # E = V = 6 (see bigram_params)
+# Hidden crafted-table cases vary their table from the secret (see vary); the public one uses its table as
+# written, so no hidden case equals it.
+VARY = {"_vary": True}
 BEAM = (
     {"k": 3, "max_len": 6, "alpha": 0.0, **BEAM_DIMS, "_eos": 0.5},
     {"k": 4, "max_len": 5, "alpha": 0.0, **BEAM_DIMS, "_eos": 1.0},
@@ -223,12 +248,13 @@ BEAM = (
     {"k": 5, "max_len": 6, "alpha": 0.0, **BEAM_DIMS, "_eos": 0.0},
     {"k": 3, "max_len": 6, "alpha": 1.0, **BEAM_DIMS, "_eos": 1.0},
     {"k": 4, "max_len": 4, "alpha": 0.0, **BEAM_DIMS, "_eos": -1.0},
-    {"k": 3, "max_len": 5, "alpha": 0.0, **TABLE_DIMS, "table": "parent"},
-    {"k": 3, "max_len": 4, "alpha": 0.0, **TABLE_DIMS, "table": "ended"},
-    {"k": 3, "max_len": 5, "alpha": 0.0, **TABLE_DIMS, "table": "length"},
-    {"k": 3, "max_len": 5, "alpha": 1.0, **TABLE_DIMS, "table": "length"},
-    {"k": 2, "max_len": 4, "alpha": 0.0, **TABLE_DIMS, "table": "ties"},
+    {"k": 3, "max_len": 5, "alpha": 0.0, **TABLE_DIMS, "table": "parent", **VARY},
+    {"k": 3, "max_len": 4, "alpha": 0.0, **TABLE_DIMS, "table": "ended", **VARY},
+    {"k": 3, "max_len": 5, "alpha": 0.0, **TABLE_DIMS, "table": "length", **VARY},
+    {"k": 3, "max_len": 5, "alpha": 1.0, **TABLE_DIMS, "table": "length", **VARY},
+    {"k": 2, "max_len": 4, "alpha": 0.0, **TABLE_DIMS, "table": "ties", **VARY},
 )
+PUBLIC_BEAM = (BEAM[0], {"k": 3, "max_len": 5, "alpha": 0.0, **TABLE_DIMS, "table": "parent"})
 
 SOURCE_PADDING = {"mask": "src_mask", "lengths": None}
 
@@ -309,7 +335,7 @@ PLAN = Plan(
             args=("enc", "src_mask", "s0", "params", "beam_size", "max_len", "alpha"),
             make_inputs=make_beam,
             hidden=BEAM,
-            public=(BEAM[0], BEAM[6]),
+            public=PUBLIC_BEAM,
             outputs=("tokens", "scores"),
             checks=(ForwardCheck(),),
             signature="beam_search(enc, src_mask, s0, params, beam_size, max_len, alpha) -> (tokens, scores)",
