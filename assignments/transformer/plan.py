@@ -170,6 +170,15 @@ def make_gpt(gen, p, dtype):
 LN_NOISE = 2.5e-3
 LN_TOL = {"float32": Tolerance(atol=4 * LN_NOISE, rtol=1e-4)}
 
+# float32 gradients of the GPT block and model: a weight's gradient sums over every row and position (values of
+# 40 to 180), so an element that cancels to near zero keeps the rounding of the large terms. Measured
+# (benchmarks/tolerances.py transformer --only gpt_forward --gradients, 7 correct styles): over 1500 secrets
+# 5 of 4500 checks failed the default 2e-5 (atol needed up to 7.2e-5; 2.1e-4 in another 1000 secrets), gpt_block
+# none (worst 0.73 of it; 1 of 3000 in another 1000 secrets). GPT_NOISE rounds the worst up, the atol keeps a
+# 4x margin; float64 stays at 1e-9, where every GPT bug shows by orders of magnitude.
+GPT_NOISE = 2.5e-4
+GPT_TOL = {"float32": Tolerance(atol=4 * GPT_NOISE, rtol=1e-4)}
+
 SDPA = (
     {"B": 2, "nh": 3, "T": 5, "S": 5, "hd": 4, "hv": 4, "mask": "causal"},
     {"B": 3, "nh": 2, "T": 4, "S": 6, "hd": 3, "hv": 5, "mask": "random"},
@@ -297,6 +306,7 @@ PLAN = Plan(
                 FutureGradientCheck((("x", 1),), (((), 1),)),
             ),
             banned=ATTENTION + NORM,
+            tolerance=GPT_TOL,
             signature=(
                 "gpt_block(x, norm1_weight, norm1_bias, in_proj_weight, in_proj_bias, out_proj_weight, "
                 "out_proj_bias, norm2_weight, norm2_bias, linear1_weight, linear1_bias, linear2_weight, "
@@ -327,6 +337,7 @@ PLAN = Plan(
                 FutureGradientCheck((("wpe", 0),), (((), 1),), adapt=gpt_positions),
             ),
             banned=ATTENTION + NORM,
+            tolerance=GPT_TOL,
             signature=(
                 "gpt_forward(tokens, wte, wpe, blocks, norm_f_weight, norm_f_bias, lm_head_weight, "
                 "n_heads) -> logits"
