@@ -136,12 +136,14 @@ SLOTS = SlotPool()
 
 
 def _sweep_workdirs(uid: int) -> None:
-    """Remove worker folders that a killed run (SIGKILL) left owned by `uid`: ours now (we hold its lock), so no
-    live run uses them, and a later worker of the same uid must not find an earlier student's files."""
+    """Remove worker folders that a killed run (SIGKILL) left for `uid` (named after it, or owned by it): ours now
+    (we hold its lock), so no live run uses them, and a later worker of that uid must not find an earlier
+    student's files."""
     parent = Path(sandbox.workers_parent(True) or tempfile.gettempdir())
     for d in parent.glob("seqgrade-w-*"):
         try:
-            if d.is_dir() and not d.is_symlink() and d.lstat().st_uid == uid:
+            ours = d.name.startswith(f"seqgrade-w-{uid}-") or d.lstat().st_uid == uid
+            if ours and d.is_dir() and not d.is_symlink():
                 _remove_tree(str(d))
         except OSError:
             pass
@@ -481,7 +483,8 @@ def run_submission(
         return result
     parent = sandbox.workers_parent(os.geteuid() == 0)  # root: the worker drops to its slot's uid
     slot = SLOTS.acquire()
-    workdir = tempfile.mkdtemp(prefix="seqgrade-w-", dir=parent)
+    tag = f"{slot[1]}-" if slot[1] is not None else ""  # the uid whose lock guards it (see _sweep_workdirs)
+    workdir = tempfile.mkdtemp(prefix=f"seqgrade-w-{tag}", dir=parent)
     sink = OutputSink()
     try:
         _write_files(Path(workdir), sub.files)

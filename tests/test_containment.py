@@ -709,20 +709,22 @@ def test_a_killed_runs_worker_folders_are_swept_before_their_uid_is_reused(tmp_p
     uids = [sandbox.slot_uid(i) for i in range(sandbox.MAX_SLOTS * 4)]
     stale = {}
     for uid in uids:
-        d = Path(tempfile.mkdtemp(prefix="seqgrade-w-", dir=parent))
+        d = Path(tempfile.mkdtemp(prefix="seqgrade-w-", dir=parent))  # no mount namespace: chowned
         (d / "rnn.py").write_text("# an earlier student's code\n")
         os.chown(d / "rnn.py", uid, uid)
         os.chown(d, uid, uid)
-        stale[uid] = d
+        named = Path(tempfile.mkdtemp(prefix=f"seqgrade-w-{uid}-", dir=parent))  # mount namespace: root's
+        stale[uid] = (d, named)
     pool = runner.SlotPool()
     try:
         slot, uid, lock = pool.acquire()
-        assert not stale[uid].exists()
-        assert all(d.exists() for u, d in stale.items() if u != uid)
+        assert not any(d.exists() for d in stale[uid])
+        assert all(d.exists() for u, ds in stale.items() if u != uid for d in ds)
         lock.close()
     finally:
-        for d in stale.values():
-            shutil.rmtree(d, ignore_errors=True)
+        for ds in stale.values():
+            for d in ds:
+                shutil.rmtree(d, ignore_errors=True)
 
 
 def test_a_function_that_crashes_on_every_call_costs_only_its_own_points(grade_hidden, tmp_path):
