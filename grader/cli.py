@@ -22,11 +22,28 @@ def main() -> None:
     # SIGTERM (a CI runner's or Gradescope's timeout, `kill`) unwinds like Ctrl-C: the zygote and its
     # workers are stopped and temporary folders removed; reports already written stay (atomic writes)
     signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGINT, _interrupted)
+
+
+_STOP: list[BaseException] = []  # set by a signal: raised again after each report, should a finaliser swallow it
 
 
 def _terminated(signum: int, frame: object) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _STOP.append(SystemExit(128 + signum))
     raise SystemExit(128 + signum)
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    _STOP.append(KeyboardInterrupt())
+    raise KeyboardInterrupt
+
+
+def _stop_if_signalled() -> None:
+    """A signal's exception raised inside a finaliser (__del__, a weakref callback) is printed and dropped by
+    Python: the run would go on. Raise it again at the next safe point."""
+    if _STOP:
+        raise _STOP[0]
 
 
 @main.command("check")
@@ -146,6 +163,7 @@ def grade_cmd(
     bar_state: dict = {}
 
     def progress(done: int, total: int, student: str) -> None:
+        _stop_if_signalled()
         bar = bar_state.get("bar")
         if bar is None:
             bar = click.progressbar(
@@ -182,6 +200,7 @@ def grade_cmd(
             bar_state["bar"].__exit__(None, None, None)
         if zygote is not None:
             zygote.stop()
+    _stop_if_signalled()
     click.echo(run.secret_note, err=True)
     if run.cache_note:
         click.echo(run.cache_note, err=True)
