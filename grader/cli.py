@@ -21,22 +21,23 @@ def main() -> None:
     """Grade sequence-model assignments: RNN, LSTM/GRU, attention, transformers, Hopfield networks."""
     # SIGTERM (a CI runner's or Gradescope's timeout, `kill`) unwinds like Ctrl-C: the zygote and its
     # workers are stopped and temporary folders removed; reports already written stay (atomic writes)
-    signal.signal(signal.SIGTERM, _terminated)
-    signal.signal(signal.SIGINT, _interrupted)
+    signal.signal(signal.SIGTERM, _signalled)
+    signal.signal(signal.SIGINT, _signalled)
 
 
-_STOP: list[BaseException] = []  # set by a signal: raised again after each report, should a finaliser swallow it
+_STOP: list[
+    BaseException
+] = []  # set by a signal: raised again after each report, should a finaliser swallow it
 
 
-def _terminated(signum: int, frame: object) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _STOP.append(SystemExit(128 + signum))
-    raise SystemExit(128 + signum)
-
-
-def _interrupted(signum: int, frame: object) -> None:
-    _STOP.append(KeyboardInterrupt())
-    raise KeyboardInterrupt
+def _signalled(signum: int, frame: object) -> None:
+    """Ctrl-C raises KeyboardInterrupt, SIGTERM SystemExit(143) (a second SIGTERM kills at once)."""
+    if signum == signal.SIGTERM:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        _STOP.append(SystemExit(128 + signum))
+    else:
+        _STOP.append(KeyboardInterrupt())
+    raise _STOP[-1]
 
 
 def _stop_if_signalled() -> None:

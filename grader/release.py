@@ -77,7 +77,11 @@ def release(
     else:
         text = default_handout(plan)
         notes.append(f"assignments/{plan.name}/README.md is missing: the release has a generated handout")
-    (out / "README.md").write_text(text.rstrip() + "\n\n" + selfcheck_section(plan, student_file.name))
+    # a plan that grades files (weights) is checked on the whole folder, where the files lie beside the code
+    target = "." if plan.graded_files else student_file.name
+    (out / "README.md").write_text(
+        text.rstrip() + "\n\n" + selfcheck_section(plan, student_file.name, target)
+    )
 
     public = TEMPLATE_DIR / f"{plan.name}_public.npz"
     if not public.is_file():
@@ -89,8 +93,7 @@ def release(
     write_checker(plan, out / CHECKER, public)
 
     script = out / "selfcheck.sh"
-    # a plan that grades files (weights) is checked on the whole folder, where the files lie beside the code
-    script.write_text(selfcheck_script(plan, "." if plan.graded_files else student_file.name))
+    script.write_text(selfcheck_script(plan, target))
     script.chmod(0o755)
     wf = out / ".github" / "workflows" / "selfcheck.yml"
     wf.parent.mkdir(parents=True, exist_ok=True)
@@ -183,14 +186,15 @@ def default_handout(plan: Plan) -> str:
     )
 
 
-def selfcheck_section(plan: Plan, student_file: str) -> str:
+def selfcheck_section(plan: Plan, student_file: str, target: str) -> str:
+    """The handout's "Getting started": `target` is what `seqgrade check` is run on (the file, or `.`)."""
     return (
         "## Getting started\n\n"
         f"Your file is `{student_file}`. Install the self-check once (it brings the public cases, not the "
         "solutions):\n\n"
         f"    python -m pip install ./{CHECKER}\n\n"
         "then, after each change:\n\n"
-        f"    seqgrade check {plan.name} {'.' if plan.graded_files else student_file}\n\n"
+        f"    seqgrade check {plan.name} {target}\n\n"
         + (
             f"(run in this folder: the check reads {' or '.join(plan.graded_files)} beside your code)\n\n"
             if plan.graded_files

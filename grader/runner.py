@@ -135,12 +135,16 @@ class SlotPool:
 SLOTS = SlotPool()
 
 
+def _workers_parent() -> str:
+    """The folder that holds workers' directories (as root, one the slots' uids can reach)."""
+    return sandbox.workers_parent(os.geteuid() == 0) or tempfile.gettempdir()
+
+
 def _sweep_workdirs(uid: int) -> None:
     """Remove worker folders that a killed run (SIGKILL) left for `uid` (named after it, or owned by it): ours now
     (we hold its lock), so no live run uses them, and a later worker of that uid must not find an earlier
     student's files."""
-    parent = Path(sandbox.workers_parent(True) or tempfile.gettempdir())
-    for d in parent.glob("seqgrade-w-*"):
+    for d in Path(_workers_parent()).glob("seqgrade-w-*"):
         try:
             ours = d.name.startswith(f"seqgrade-w-{uid}-") or d.lstat().st_uid == uid
             if ours and d.is_dir() and not d.is_symlink():
@@ -481,7 +485,7 @@ def run_submission(
         _answer_without_worker(cases, sub, result, sub.problem)
         result.seconds = time.monotonic() - start
         return result
-    parent = sandbox.workers_parent(os.geteuid() == 0)  # root: the worker drops to its slot's uid
+    parent = _workers_parent()
     slot = SLOTS.acquire()
     tag = f"{slot[1]}-" if slot[1] is not None else ""  # the uid whose lock guards it (see _sweep_workdirs)
     workdir = tempfile.mkdtemp(prefix=f"seqgrade-w-{tag}", dir=parent)
