@@ -112,7 +112,7 @@ def compare_values(
     name: str, expected: np.ndarray, got: np.ndarray, tol: Tolerance, *, reveal: bool
 ) -> Comparison:
     """Element-wise closeness of same-shaped arrays, reporting the worst element."""
-    if expected.dtype == np.bool_ or got.dtype == np.bool_ or np.issubdtype(expected.dtype, np.integer):
+    if expected.dtype.kind in "biu" or got.dtype.kind == "b":  # bools and integers: exactly equal
         bad = expected != got
         if not bad.any():
             return PASS
@@ -122,10 +122,14 @@ def compare_values(
         if reveal:
             msg += f" (expected {expected[idx].item()}, got {got[idx].item()})"
         return Comparison(False, msg, None, idx)
-    e = expected.astype(np.float64)
-    g = got.astype(np.float64)
+    e = np.asarray(expected, dtype=np.float64)
+    g = np.asarray(got, dtype=np.float64)
     if e.size == 0:
         return PASS
+    with np.errstate(invalid="ignore", over="ignore"):  # the common case first: everything finite and close
+        err = np.abs(g - e)  # NaN or inf where either is not finite
+        if (err <= tol.atol + tol.rtol * np.abs(e)).all() and np.isfinite(err).all():
+            return PASS
     finite_g = np.isfinite(g)
     if not np.array_equal(finite_g, np.isfinite(e)):
         bad = finite_g != np.isfinite(e)
@@ -201,7 +205,7 @@ def compare_tree(
         expected = expected.array
     if isinstance(expected, (int, float, np.ndarray)) and not isinstance(expected, bool):
         exp_arr = np.asarray(expected)
-        leaf_dtype = dtype if np.issubdtype(exp_arr.dtype, np.floating) else None
+        leaf_dtype = dtype if exp_arr.dtype.kind == "f" else None
         return compare_array(_leaf_name(names) or name, exp_arr, got, tol, dtype=leaf_dtype, reveal=reveal)
     if isinstance(expected, bool):
         return PASS if got == expected else Comparison(False, f"{name} is {describe(got)}, expected a bool")

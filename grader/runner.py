@@ -621,7 +621,7 @@ class _Session:
             raise
         request = wire.encode({"op": "import", "module": module})
         if queue:
-            request += wire.encode({"op": "calls", "calls": [e.j for e in queue]})
+            request += wire.encode({"op": "calls", "calls": self.preload.request(queue)})
         timeout = self.options.timeout
         try:
             start = time.monotonic()
@@ -793,11 +793,31 @@ def _reply(call: Call, resp: dict[str, Any], value: Any) -> Reply:
 
 @dataclass(frozen=True)
 class Preload:
-    """A case set's calls as the slot host preloads them: wire messages, and (item, call) -> index."""
+    """A case set's calls as the slot host preloads them: wire messages, and (item, call) -> index.
+
+    `pairs` holds the index of every forward call followed by a gradient call of the same function on
+    equal inputs: the worker makes them one call (the forward pass with inputs requiring grad, then the
+    backward pass), answered by two replies, so the student's forward pass runs once for both checks.
+    """
 
     data: bytes
     index: dict[tuple[int, int], int]
     digest: str  # hosts preloaded with equal calls serve each other's case sets
+    pairs: frozenset[int] = frozenset()
+
+    def request(self, queue: list[_Pending]) -> list[Any]:
+        """The worker's list of calls for `queue` (one reply per entry of `queue`, in its order)."""
+        calls: list[Any] = []
+        n = 0
+        while n < len(queue):
+            j = queue[n].j
+            if j in self.pairs and n + 1 < len(queue) and queue[n + 1].j == j + 1:
+                calls.append([j + 1, 1])
+                n += 2
+            else:
+                calls.append(j)
+                n += 1
+        return calls
 
 
 _PRELOADS: OrderedDict[tuple[int, int], tuple[Any, Any, Preload]] = OrderedDict()
@@ -837,12 +857,50 @@ def _preload(cases: CaseSet, plan: Plan) -> Preload:
     if start < len(trees):
         messages.append(wire.encode({"calls": metas[start:]}, trees[start:]))
     data = b"".join(messages)
-    preload = Preload(data, index, hashlib.sha256(data).hexdigest())
+    calls = [trees[j]["args"] for j in range(len(trees))]
+    pairs = frozenset(
+        j
+        for j in range(len(metas) - 1)
+        if not metas[j]["grad_wrt"]
+        and metas[j + 1]["grad_wrt"]
+        and metas[j]["function"] == metas[j + 1]["function"]
+        and metas[j]["banned"] == metas[j + 1]["banned"]
+        and _same_tree(calls[j], calls[j + 1])
+    )
+    preload = Preload(data, index, hashlib.sha256(data).hexdigest(), pairs)
     with _PRELOADS_LOCK:
         _PRELOADS[key] = (cases, plan, preload)
         while len(_PRELOADS) > 8:
             _PRELOADS.popitem(last=False)
     return preload
+
+
+def _same_tree(a: Any, b: Any) -> bool:
+    """Whether two calls' arguments are equal: structure, types, dtypes, shapes and values."""
+    import torch
+
+    if isinstance(a, (tuple, list, dict)):
+        if type(a) is not type(b) or len(a) != len(b):
+            return False
+        if isinstance(a, dict):
+            return a.keys() == b.keys() and all(_same_tree(a[k], b[k]) for k in a)
+        return all(_same_tree(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and bool(torch.equal(a, b))
+        )
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            isinstance(a, np.ndarray)
+            and isinstance(b, np.ndarray)
+            and a.dtype == b.dtype
+            and np.array_equal(a, b)
+        )
+    return type(a) is type(b) and bool(a == b)
 
 
 def _size(tree: Any) -> tuple[int, int]:

@@ -50,6 +50,13 @@ Requests to the worker (wire messages, JSON part):
                                                      + tree {"value", "grads"}; "seconds" is the student's
                                                      computation: the call, and for a gradient check the
                                                      backward pass through the graph it built
+    {"op": "calls", "calls": [[4, 1], ...]}       -> a gradient call whose inputs equal the forward call's
+                                                     before it (a pair): one call with inputs requiring grad,
+                                                     two replies: the forward check's {"value"} first, then
+                                                     the gradient check's {"grads"} ("seconds": the backward
+                                                     pass only). If that call raises, the forward check gets
+                                                     a call of its own on the plain inputs, as it would have
+                                                     unpaired.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ import threading
 import time
 import traceback
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -645,11 +653,13 @@ class Worker:
             if op == "import":
                 self.reply(self.do_import(msg["module"]))
             elif op == "calls":
-                for j in msg["calls"]:
+                for entry in msg["calls"]:
+                    paired = isinstance(entry, list) and len(entry) == 2 and entry[1] == 1
+                    j = entry[0] if paired else entry
                     if not (isinstance(j, int) and 0 <= j < len(self.preloaded)):
                         return
-                    body, out = self.do_call(*self.preloaded[j])
-                    self.reply(body, out)
+                    for body, out in self.do_call(*self.preloaded[j], paired=paired):
+                        self.reply(body, out)  # a pair's forward reply goes before its backward pass runs
             else:
                 return
 
@@ -679,12 +689,18 @@ class Worker:
         functions = [n for n, v in vars(mod).items() if callable(v) and not n.startswith("__")]
         return {"ok": True, "functions": functions}
 
-    def do_call(self, msg: dict[str, Any], tree: Any) -> tuple[dict[str, Any], Any]:
+    def do_call(
+        self, msg: dict[str, Any], tree: Any, *, paired: bool = False
+    ) -> Iterator[tuple[dict[str, Any], Any]]:
+        """Call the student's function on a preloaded call's inputs: yields its reply, or, `paired`, the
+        forward check's reply (the value) and then the gradient check's (the gradients)."""
         torch = self.torch
         name = msg["function"]
         fn = getattr(self.module, name, None)
         if not callable(fn):
-            return {"ok": False, "error": f"{name} is not defined"}, None
+            missing = {"ok": False, "error": f"{name} is not defined"}
+            yield from [(missing, None)] * (2 if paired else 1)
+            return
         args = list(tree["args"])  # tensors preloaded by the init: this worker's copy-on-write pages
         grad_wrt = [int(i) for i in msg.get("grad_wrt", [])]
         for i in grad_wrt:  # a tensor, or a list/tuple/dict of them (per-layer weights): every float leaf
@@ -698,7 +714,10 @@ class Worker:
                 value = fn(*args)
         except BaseException as e:  # noqa: BLE001
             body = {"ok": False, "error": _format_exc(e, None), "banned": sorted(self.tracer.hits)}
-            return body, None
+            if paired:  # code that fails on inputs requiring grad may still compute the right values
+                yield from self.do_call({**msg, "grad_wrt": []}, tree)
+            yield body, None
+            return
         seconds = time.perf_counter() - start
         mutated = []
         for i, before in snapshot:
@@ -707,21 +726,23 @@ class Worker:
                 if after.shape != before.shape or not self._equal(after.detach(), before):
                     mutated.append(i)
         body = {"ok": True, "seconds": seconds, "mutated": mutated, "banned": sorted(self.tracer.hits)}
-        grads: Any = None
-        if grad_wrt:
-            try:
-                start = time.perf_counter()
-                flat = iter(self.gradients(value, tree["projection"], leaves_in))
-                body["seconds"] = (
-                    seconds + time.perf_counter() - start
-                )  # autograd through the student's graph
-                grads = [self.regroup(args[i], flat) for i in grad_wrt]
-            except BaseException as e:  # noqa: BLE001
-                body["ok"] = False
-                body["error"] = f"could not differentiate the outputs: {_format_exc(e, None)}"
-                return body, None
-            value = None  # the forward check compares values; here only gradients travel back
-        return body, {"value": value, "grads": grads}
+        if not grad_wrt:
+            yield body, {"value": value, "grads": None}
+            return
+        if paired:
+            yield body, {"value": value, "grads": None}
+            body, seconds = dict(body), 0.0  # the gradient check's reply counts only the backward pass
+        try:
+            start = time.perf_counter()
+            flat = iter(self.gradients(value, tree["projection"], leaves_in))
+            body["seconds"] = seconds + time.perf_counter() - start  # autograd through the student's graph
+            grads = [self.regroup(args[i], flat) for i in grad_wrt]
+        except BaseException as e:  # noqa: BLE001
+            body["ok"] = False
+            body["error"] = f"could not differentiate the outputs: {_format_exc(e, None)}"
+            yield body, None
+            return
+        yield body, {"value": None, "grads": grads}  # the forward check compares values; here only gradients
 
     def requiring_grad(self, tree: Any) -> Any:
         """Fresh leaf copies that require grad, for every floating tensor in `tree` (structure kept)."""

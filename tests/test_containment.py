@@ -214,6 +214,7 @@ LOSES = {
     "hang_loop": ({"rnn_forward"}, "timed out"),
     "hang_sleep": ({"rnn_step"}, "timed out"),
     "hang_late": ({"rnn_step"}, "timed out"),
+    "hang_backward": ({"rnn_forward"}, "timed out"),
     "hang_blocked_signals": ({"clip_grad_norm"}, "timed out"),
     "crash_segfault": ({"rnn_backward"}, "killed by SIGSEGV"),
     "crash_abort": ({"rnn_forward"}, "killed by SIGABRT"),
@@ -270,7 +271,16 @@ def test_an_attack_costs_only_its_own_functions(arena, name):
 
 
 @pytest.mark.parametrize(
-    "name", ["hang_loop", "hang_sleep", "hang_late", "hang_blocked_signals", "res_fork_bomb", "res_cpu"]
+    "name",
+    [
+        "hang_loop",
+        "hang_sleep",
+        "hang_late",
+        "hang_backward",
+        "hang_blocked_signals",
+        "res_fork_bomb",
+        "res_cpu",
+    ],
 )
 def test_a_hang_costs_one_timeout_per_function(arena, name):
     (fn,), _ = LOSES[name]
@@ -290,6 +300,17 @@ def test_a_hang_mid_batch_keeps_the_calls_before_it(arena):
     assert any(t["output"].startswith("timed out") for t in step)
     step_points = r["extra_data"]["functions"]["rnn_step"]
     assert 0 < step_points["score"] < step_points["max_score"]
+
+
+def test_a_hang_in_the_backward_pass_keeps_the_forward_check(arena):
+    """hang_backward: rnn_forward's values are right, autograd through them never ends. Its forward check
+    and its gradient check share one call; the forward reply goes first, so only the gradients time out."""
+    r = rep(arena, "hang_backward")
+    fwd = [t for t in r["tests"] if t["name"].startswith("rnn_forward:") and t["max_score"] > 0]
+    first_forward, first_gradients = fwd[0], fwd[1]
+    assert first_forward["name"].startswith("rnn_forward: forward") and first_forward["status"] == "passed"
+    assert first_gradients["name"].startswith("rnn_forward: gradients")
+    assert first_gradients["output"].startswith("timed out"), first_gradients["output"]
 
 
 @pytest.mark.parametrize("name", sorted(IMPORT_FAILS))

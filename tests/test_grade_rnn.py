@@ -108,6 +108,11 @@ BUGS: dict[str, Bug] = {
         (("rnn_forward: gradients", NO_GRAD),),
         passes=("rnn_forward: forward",),
     ),
+    "bug_numpy_no_detach": Bug(  # the gradient call raises; the forward check runs alone, and passes
+        {"rnn_forward": 1.5},
+        (("rnn_forward: gradients", "RuntimeError: Can't call numpy() on Tensor that requires grad"),),
+        passes=("rnn_forward: forward",),
+    ),
     "bug_inplace_dhs": Bug(
         {"rnn_backward": 2.0},
         (
@@ -332,3 +337,37 @@ def test_examples_demo(grade_hidden):
     assert grade_hidden("rnn", examples / "correct.py").score == 10
     assert grade_hidden("rnn", examples / "buggy.py").score < 10
     assert grade_hidden("rnn", examples / "broken.py", timeout=1.0).score < 10
+
+
+# ----------------------------------------------------------------------------------------------- pairs
+
+
+def test_a_forward_and_a_gradient_check_on_equal_inputs_share_one_call():
+    """The worker runs the student's forward pass once for a forward check and the gradient check on the
+    same inputs after it (two replies); calls that differ, or lose their partner, run alone."""
+    from grader import cases, runner
+
+    case_set = cases.build(PLAN, "hidden", b"pairs")
+    preload = runner._preload(case_set, PLAN)
+    metas = [(c.function, bool(c.grad_wrt)) for p in case_set.items for c in p.calls]
+    steps = sum(1 for f, g in metas if f in ("rnn_step", "rnn_forward") and g)
+    assert len(preload.pairs) == steps == 14  # every gradient check of rnn_step and rnn_forward
+    todo = sorted(
+        (
+            runner._Pending(p.function, i, k, c, preload.index[i, k])
+            for i, p in enumerate(case_set.items)
+            for k, c in enumerate(p.calls)
+        ),
+        key=lambda e: e.j,
+    )
+    request = preload.request(todo)
+    assert len(request) == len(todo) - 14 and sum(isinstance(c, list) for c in request) == 14
+    pair = min(preload.pairs)
+    assert preload.request(todo[pair + 1 :])[0] == pair + 1  # its forward check settled: the gradient alone
+    assert preload.request(todo[pair : pair + 1]) == [pair]  # a forward check alone
+    args = case_set.items[0].calls[0].args
+    assert runner._same_tree(args, tuple(a.clone() for a in args))
+    changed = list(args)
+    changed[-1] = changed[-1] + 1e-12
+    assert not runner._same_tree(args, tuple(changed))
+    assert not runner._same_tree(args, tuple(a.float() for a in args))
