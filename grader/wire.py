@@ -83,7 +83,7 @@ def encode(message: dict[str, Any], tree: Any = None) -> bytes:
             if arr is None:
                 return {"o": type(v).__name__}
             arr = arr if arr.flags.c_contiguous else arr.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
-            dt = str(arr.dtype)
+            dt = _DTYPE_NAMES.get(arr.dtype) or str(arr.dtype)
             if dt not in ALLOWED_DTYPES:
                 return {"o": f"array of dtype {dt}"}
             data = arr.tobytes()
@@ -125,12 +125,18 @@ def encode(message: dict[str, Any], tree: Any = None) -> bytes:
     return HEADER.pack(len(js), len(payload)) + js + payload
 
 
+_DTYPE_NAMES = {np.dtype(n): n for n in ALLOWED_DTYPES if n != "bfloat16"}  # str(dtype) costs microseconds
+_TENSOR: list[type] = []
+
+
 def _is_tensor(v: Any) -> bool:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return isinstance(v, torch.Tensor)
+    if not _TENSOR:
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a dependency
+            return False
+        _TENSOR.append(torch.Tensor)
+    return isinstance(v, _TENSOR[0])
 
 
 def _tensor_to_numpy(t: Any) -> np.ndarray | None:
