@@ -111,9 +111,14 @@ def make_class(assignment: str, n: int, folder: Path) -> list[str]:
 
 
 class MemorySampler:
-    """Peak PSS and RSS of a process and all its descendants, sampled every `period` seconds."""
+    """Peak PSS and RSS of a process and all its descendants, sampled every `period` seconds.
 
-    def __init__(self, pid: int, period: float = 0.1) -> None:
+    Sampling is not free: the kernel walks each process's page tables to count PSS, which cost 8 to 16 ms
+    of CPU per pass over a grading run's 8 processes (measured here); every 0.1 s that took about a tenth
+    of a core from the run being measured. Every 0.5 s, from /proc/PID/smaps_rollup (the totals only),
+    it takes about 2%."""
+
+    def __init__(self, pid: int, period: float = 0.5) -> None:
         self.pid, self.period = pid, period
         self.peak_pss = self.peak_rss = 0
         self.peak_procs = 0
@@ -137,15 +142,30 @@ class MemorySampler:
                 return
             pss = rss = 0
             for p in procs:
-                try:
-                    info = p.memory_full_info()
-                    pss += getattr(info, "pss", info.rss)
-                    rss += info.rss
-                except psutil.Error:
-                    pass
+                got = _rollup(p.pid)
+                if got is None:
+                    try:
+                        info = p.memory_full_info()
+                        got = getattr(info, "pss", info.rss), info.rss
+                    except psutil.Error:
+                        continue
+                pss, rss = pss + got[0], rss + got[1]
             self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
             self.peak_procs = max(self.peak_procs, len(procs))
             self._stop.wait(self.period)
+
+
+def _rollup(pid: int) -> tuple[int, int] | None:
+    """(PSS, RSS) in bytes from /proc/PID/smaps_rollup; None where the kernel has no such file."""
+    try:
+        text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        return None
+    fields = dict(line.split()[:2] for line in text.splitlines()[1:] if line.count(" ") >= 1)
+    try:
+        return int(fields["Pss:"]) * 1024, int(fields["Rss:"]) * 1024
+    except (KeyError, ValueError):
+        return None
 
 
 class CpuGroup:
