@@ -420,6 +420,8 @@ def _init(ctrl_fd: int, preload_fd: int, config: dict[str, Any]) -> None:
 
     sandbox.set_pdeathsig()
     preloaded = _read_preload(preload_fd)
+    tracer = Tracer()  # installed once here, for every worker forked from this init (1.3 ms less each)
+    tracer.install(sorted({str(b) for meta, _ in preloaded for b in meta.get("banned", [])}))
     mounts = sandbox.MountNamespace(config)  # root: the slot's own mount namespace
     pid1 = os.getpid() == 1
     if not pid1:
@@ -452,7 +454,7 @@ def _init(ctrl_fd: int, preload_fd: int, config: dict[str, Any]) -> None:
                 msg, fds, _, _ = socket.recv_fds(theirs, 1 << 16, 3)
                 if msg and len(fds) == 3:
                     req = json.loads(msg.decode())
-                    code = _worker_main(*fds, req["workdir"], req["config"], preloaded)
+                    code = _worker_main(*fds, req["workdir"], req["config"], preloaded, tracer)
             finally:
                 os._exit(code)
         theirs.close()
@@ -594,6 +596,7 @@ def _worker_main(
     workdir: str,
     config: dict[str, Any],
     preloaded: list[tuple[dict[str, Any], Any]],
+    tracer: Tracer | None = None,
 ) -> int:
     from grader import sandbox
 
@@ -623,8 +626,9 @@ def _worker_main(
     sys.path.insert(0, workdir)
     sys.argv = [os.path.join(workdir, "submission")]
     sys.dont_write_bytecode = True
-    tracer = Tracer()
-    tracer.install(config.get("banned", []))
+    if tracer is None or tracer.installed != sorted(config.get("banned", [])):
+        tracer = Tracer()
+        tracer.install(config.get("banned", []))
     worker = Worker(sock, tracer, preloaded)
     worker.loop()
     return 0
@@ -850,6 +854,7 @@ class Tracer:
         self.ops: frozenset[str] = frozenset()  # op names of the installed bans' families
         self.mode: Any = None  # the TorchFunctionMode that sees those ops called
         self.wrapped: dict[Any, Any] = {}  # our recording wrapper -> the function it wraps
+        self.installed: list[str] | None = None  # the bans install() was given, sorted
 
     def reset(self, active: list[str]) -> None:
         self.hits = set()
@@ -874,6 +879,7 @@ class Tracer:
     def install(self, names: list[str]) -> None:
         import importlib
 
+        self.installed = sorted(names)
         self._install_mode(names)
         for dotted in names:
             if dotted == "torch._VF":
