@@ -324,7 +324,9 @@ def time_cases(assignment: str) -> tuple[float, float, float]:
 # ----------------------------------------------------------------------------------------------- report
 
 
-def bench(assignment: str, sizes: list[int], workers: int, n_baseline: int, tmp: Path) -> None:
+def bench(
+    assignment: str, sizes: list[int], workers: int, n_baseline: int, tmp: Path, repeat: int = 1
+) -> None:
     from grader.cases import build
     from grader.plan import load_plan
 
@@ -336,7 +338,8 @@ def bench(assignment: str, sizes: list[int], workers: int, n_baseline: int, tmp:
     )
     cwd = tmp / f"{assignment}-cwd"  # holds .seqgrade/cache between the runs, like an instructor's folder
     cwd.mkdir()
-    rows = {}
+    rows: dict[int, dict] = {}
+    spreads: dict[int, list[float]] = {}
     header = (
         f"{'N':>6} {'wall s':>8} {'subs/s':>8} {'ms/sub':>8} {'student':>8} {'overhead':>9} "
         f"{'CPU':>8} {'CPU ovh':>8} {'peak PSS':>9} {'peak RSS':>9} {'procs':>6}"
@@ -347,7 +350,11 @@ def bench(assignment: str, sizes: list[int], workers: int, n_baseline: int, tmp:
     for n in sizes:
         folder = tmp / f"{assignment}-{n}"
         make_class(assignment, n, folder)
-        r = run_grade(assignment, folder, tmp / f"{assignment}-{n}-out", workers, cwd)
+        runs = [
+            run_grade(assignment, folder, tmp / f"{assignment}-{n}-out", workers, cwd) for _ in range(repeat)
+        ]
+        r = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]  # the median run (by wall time)
+        spreads[n] = [x["wall"] for x in runs]
         assert r["n"] == n, f"{r['n']} reports for {n} submissions"
         rows[n] = r
         per = r["wall"] / n
@@ -384,7 +391,8 @@ def bench(assignment: str, sizes: list[int], workers: int, n_baseline: int, tmp:
     folder = tmp / f"{assignment}-{big}"
     files = sorted(folder.glob("*.py"))
     sample = files[:: max(1, len(files) // n_baseline)][:n_baseline]
-    b = run_baseline(assignment, sample, workers, tmp)
+    baselines = [run_baseline(assignment, sample, workers, tmp) for _ in range(repeat)]
+    b = sorted(baselines, key=lambda x: x["wall"])[len(baselines) // 2]
     b_per = b["wall"] / b["n"]
     ours = rows[big]["wall"] / big
     agree = sum(abs(b["results"][p.stem]["score"] - rows[big]["scores"][p.stem]) < 1e-6 for p in sample)
@@ -393,7 +401,16 @@ def bench(assignment: str, sizes: list[int], workers: int, n_baseline: int, tmp:
         f"{b['wall']:.1f} s, {1000 * b_per:.0f} ms/sub, {b['n'] / b['wall']:.2f} subs/s; "
         f"same score for {agree}/{b['n']}"
     )
-    print(f"  seqgrade per-submission cost at N={big} = 1/{b_per / ours:.0f} of the baseline's")
+    print(f"  seqgrade per-submission cost at N={big} = 1/{b_per / ours:.1f} of the baseline's")
+    if repeat > 1:
+        walls = ", ".join(f"{w:.1f}" for w in spreads[big])
+        b_walls = ", ".join(f"{1000 * x['wall'] / x['n']:.0f}" for x in baselines)
+        worst = min(x["wall"] for x in baselines) / b["n"] / (max(spreads[big]) / big)
+        best = max(x["wall"] for x in baselines) / b["n"] / (min(spreads[big]) / big)
+        print(
+            f"  {repeat} runs: N={big} in {walls} s; baseline {b_walls} ms/sub; "
+            f"ratio 1/{worst:.1f} (slowest run, fastest baseline) to 1/{best:.1f}"
+        )
     build_s, cold_s, warm_s = time_cases(assignment)
     check_s = time_check(assignment, cwd)
     print(
@@ -421,11 +438,18 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[10, 100, 1000])
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--baseline", type=int, default=12, help="submissions graded by the baseline")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="runs of each measurement; the median run is shown (this machine's"
+        " run-to-run spread is about 10%%)",
+    )
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="seqgrade-bench-"))
     try:
         for a in args.assignments:
-            bench(a, sorted(args.sizes), args.workers, args.baseline, tmp)
+            bench(a, sorted(args.sizes), args.workers, args.baseline, tmp, max(1, args.repeat))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
