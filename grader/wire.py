@@ -140,7 +140,7 @@ def _is_tensor(v: Any) -> bool:
 
 
 def _tensor_to_numpy(t: Any) -> np.ndarray | None:
-    """Plain numpy copy of a tensor's data, bypassing subclass overrides (__torch_function__ etc.)."""
+    """A numpy view of a tensor's data (encode copies it at once), bypassing subclass overrides."""
     import torch
 
     try:
@@ -151,7 +151,7 @@ def _tensor_to_numpy(t: Any) -> np.ndarray | None:
                 base = base.to(torch.float32)
             if base.is_conj():
                 base = base.resolve_conj()
-            return base.contiguous().numpy().copy()
+            return base.contiguous().numpy()  # encode copies it at once (tobytes)
     except Exception:
         return None
 
