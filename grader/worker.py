@@ -710,7 +710,12 @@ class Worker:
         grad_wrt = [int(i) for i in msg.get("grad_wrt", [])]
         for i in grad_wrt:  # a tensor, or a list/tuple/dict of them (per-layer weights): every float leaf
             args[i] = self.requiring_grad(args[i])
-        snapshot = [(i, t.detach().clone()) for i, t in self.tensor_args(args)]
+        given = tree["args"]  # a leaf copied above needs no snapshot: the preloaded tensor is its value before
+        snapshot = [
+            (i, before if before is not t else t.detach().clone())
+            for i, t in self.tensor_args(args)
+            for before in [self.arg_tensor(given, i)]
+        ]
         leaves_in = [t for i in grad_wrt for t in _flatten(args[i]) if self.is_grad_leaf(t)]
         self.tracer.reset(msg.get("banned", []))
         start = time.perf_counter()
