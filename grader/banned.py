@@ -145,11 +145,11 @@ def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...
 def _hits(used: Iterable[str], bans: Sequence[str]) -> set[str]:
     """The bans `used` breaks: by dotted path (_matches), else as a route to a banned op (one ban per name)."""
     bans = tuple(bans)
-    return set().union(*(_name_hits(u, bans) for u in used))
+    return set().union(*((_name_hits if len(u) <= 200 else _name_hits.__wrapped__)(u, bans) for u in used))
 
 
-@functools.lru_cache(maxsize=1 << 16)  # a class's submissions share most names (x, torch.tanh, W_ih.T, ...)
-def _name_hits(u: str, bans: tuple[str, ...]) -> frozenset[str]:
+@functools.lru_cache(maxsize=1 << 14)  # a class's submissions share most names (x, torch.tanh, W_ih.T, ...);
+def _name_hits(u: str, bans: tuple[str, ...]) -> frozenset[str]:  # short ones only are kept (< 7 MB in all)
     direct = [b for b in bans if _matches(u, b)]
     if direct:
         return frozenset(direct)

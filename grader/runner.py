@@ -24,6 +24,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -599,6 +600,7 @@ class _Session:
         self.crashes: dict[str, int] = {}  # function -> workers it crashed
         self.protections: list[str] = []
         self.dead = ""  # set when a replacement worker could not import the module: no more workers
+        self.retry: list[_Pending] = []  # forward calls to run again on their own (their pair raised)
         self.ready_at = 0.0  # when the worker said the module was imported (its queued calls then start)
 
     def _spawn(self) -> WorkerHandle:
@@ -689,9 +691,29 @@ class _Session:
 
     def _run_calls(self, todo: list[_Pending], replies, missing: dict[str, Reply]) -> None:
         """todo's calls are queued in the current worker; a worker that dies or hangs is replaced and given
-        the calls after the failed one."""
+        the calls after the failed one. Forward calls whose pair raised (see Preload) run again on their own,
+        after the rest, each with its own deadline, as if they had never been paired."""
         skip: dict[str, Reply] = dict(missing)  # function -> the reply its remaining calls get
-        pos, queued = 0, True
+        self._run_queue(todo, replies, skip, missing, queued=True)
+        while self.retry:
+            again, self.retry = self.retry, []
+            for e in [e for e in again if e.fn in skip]:
+                replies[e.i][e.k] = skip[e.fn]
+            again = [e for e in again if e.fn not in skip]
+            queued = False
+            if again and self.handle is not None and self.handle.alive:
+                try:
+                    self.handle.send(
+                        wire.encode({"op": "calls", "calls": self.preload.request(again)}),
+                        self.options.timeout,
+                    )
+                    self.ready_at, queued = time.monotonic(), True
+                except (TimedOut, WorkerCrashed, BadReply, OSError):
+                    self.handle.kill()
+            self._run_queue(again, replies, skip, missing, queued=queued)
+
+    def _run_queue(self, todo: list[_Pending], replies, skip, missing, *, queued: bool) -> None:
+        pos = 0
         while pos < len(todo):
             e = todo[pos]
             if not queued:  # the worker that had them queued was killed: a new one gets the rest
@@ -716,14 +738,20 @@ class _Session:
         handle = self.handle
         assert handle is not None
         start = self.ready_at
+        pairs = self.preload.pairs
         for n, e in enumerate(batch):
             try:
                 resp, value = handle.receive(start + self.options.timeout, self.options.max_reply_bytes)
             except (TimedOut, WorkerCrashed, BadReply) as exc:
                 self._settle(e, self._failed(exc, start), replies, skip, missing)
                 return n + 1
-            replies[e.i][e.k] = missing.get(e.fn) or _reply(e.call, resp, value)
-            start = time.monotonic()
+            first_half = e.j in pairs and n + 1 < len(batch) and batch[n + 1].j == e.j + 1
+            if first_half and resp.get("retry") is True and e.fn not in missing:
+                self.retry.append(e)  # the paired call raised: this forward call runs again on its own
+            else:
+                replies[e.i][e.k] = missing.get(e.fn) or _reply(e.call, resp, value)
+            if not first_half:  # a gradient call's deadline counts its forward pass too, as unpaired
+                start = time.monotonic()
         return len(batch)
 
     def _settle(self, e: _Pending, r: Reply, replies, skip, missing) -> None:
@@ -883,23 +911,26 @@ def _same_tree(a: Any, b: Any) -> bool:
         if type(a) is not type(b) or len(a) != len(b):
             return False
         if isinstance(a, dict):
-            return a.keys() == b.keys() and all(_same_tree(a[k], b[k]) for k in a)
+            return list(a) == list(b) and all(_same_tree(a[k], b[k]) for k in a)
         return all(_same_tree(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return (
+        return (  # the same bytes: -0.0 is not 0.0 (1 / x tells them apart)
             isinstance(a, torch.Tensor)
             and isinstance(b, torch.Tensor)
             and a.dtype == b.dtype
             and a.shape == b.shape
-            and bool(torch.equal(a, b))
+            and bool(torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
         )
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
             isinstance(a, np.ndarray)
             and isinstance(b, np.ndarray)
             and a.dtype == b.dtype
-            and np.array_equal(a, b)
+            and a.shape == b.shape
+            and a.tobytes() == b.tobytes()
         )
+    if isinstance(a, float) and isinstance(b, float):
+        return struct.pack("d", a) == struct.pack("d", b)
     return type(a) is type(b) and bool(a == b)
 
 

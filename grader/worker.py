@@ -54,9 +54,9 @@ Requests to the worker (wire messages, JSON part):
                                                      before it (a pair): one call with inputs requiring grad,
                                                      two replies: the forward check's {"value"} first, then
                                                      the gradient check's {"grads"} ("seconds": the backward
-                                                     pass only). If that call raises, the forward check gets
-                                                     a call of its own on the plain inputs, as it would have
-                                                     unpaired.
+                                                     pass only). If that call raises, the forward half is
+                                                     answered {"ok": false, "retry": true}: the grading
+                                                     process sends the forward call again on its own.
 """
 
 from __future__ import annotations
@@ -663,6 +663,8 @@ class Worker:
                     j = entry[0] if paired else entry
                     if not (isinstance(j, int) and 0 <= j < len(self.preloaded)):
                         return
+                    if paired and not self.preloaded[j][0].get("grad_wrt"):
+                        return  # only a gradient call has a forward half
                     for body, out in self.do_call(*self.preloaded[j], paired=paired):
                         self.reply(body, out)  # a pair's forward reply goes before its backward pass runs
             else:
@@ -710,7 +712,9 @@ class Worker:
         grad_wrt = [int(i) for i in msg.get("grad_wrt", [])]
         for i in grad_wrt:  # a tensor, or a list/tuple/dict of them (per-layer weights): every float leaf
             args[i] = self.requiring_grad(args[i])
-        given = tree["args"]  # a leaf copied above needs no snapshot: the preloaded tensor is its value before
+        given = tree[
+            "args"
+        ]  # a leaf copied above needs no snapshot: the preloaded tensor is its value before
         snapshot = [
             (i, before if before is not t else t.detach().clone())
             for i, t in self.tensor_args(args)
@@ -724,8 +728,8 @@ class Worker:
                 value = fn(*args)
         except BaseException as e:  # noqa: BLE001
             body = {"ok": False, "error": _format_exc(e, None), "banned": sorted(self.tracer.hits)}
-            if paired:  # code that fails on inputs requiring grad may still compute the right values
-                yield from self.do_call({**msg, "grad_wrt": []}, tree)
+            if paired:  # code that fails on inputs requiring grad may still compute the right values: the
+                yield {"ok": False, "retry": True}, None  # forward check gets a call of its own (see runner)
             yield body, None
             return
         seconds = time.perf_counter() - start

@@ -371,3 +371,37 @@ def test_a_forward_and_a_gradient_check_on_equal_inputs_share_one_call():
     changed[-1] = changed[-1] + 1e-12
     assert not runner._same_tree(args, tuple(changed))
     assert not runner._same_tree(args, tuple(a.float() for a in args))
+
+
+def test_a_pair_that_raises_gives_the_forward_call_its_own_call_on_its_own_inputs():
+    """Code that breaks on inputs requiring grad (here: an in-place change of h_prev) fails the gradient
+    check only; the forward check runs again on its own plain inputs, as if it had never been paired, and
+    sees the in-place change."""
+    import types
+
+    import torch
+
+    from grader import cases, runner, worker
+
+    case_set = cases.build(PLAN, "hidden", b"pairs")
+    preload = runner._preload(case_set, PLAN)
+    calls = worker._read_preload(runner._memfile(preload.data))
+    j = min(preload.pairs)
+    assert all(a is not b for a, b in zip(calls[j][1]["args"], calls[j + 1][1]["args"], strict=True))
+
+    def rnn_step(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+        h_prev.add_(1.0)  # raises on a leaf that requires grad
+        return torch.tanh(x_t @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh)
+
+    runs = worker.Worker(None, worker.Tracer(), calls)
+    runs.module = types.SimpleNamespace(rnn_step=rnn_step)
+    h_before = calls[j][1]["args"][1].clone()
+    (fwd, fwd_tree), (grad, grad_tree) = list(runs.do_call(*calls[j + 1], paired=True))
+    assert fwd == {"ok": False, "retry": True} and fwd_tree is None
+    assert not grad["ok"] and "in-place operation" in grad["error"]
+    assert torch.equal(calls[j][1]["args"][1], h_before)  # the forward call's inputs are untouched
+    ((alone, alone_tree),) = list(runs.do_call(*calls[j]))
+    assert alone["ok"] and alone["mutated"] == [[1, 0]]
+    x_t, h, W_ih, W_hh, b_ih, b_hh = (a.clone() for a in calls[j][1]["args"])
+    h = h_before + 1.0
+    assert torch.allclose(alone_tree["value"], torch.tanh(x_t @ W_ih.T + b_ih + h @ W_hh.T + b_hh))
