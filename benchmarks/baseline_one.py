@@ -60,23 +60,25 @@ def main(assignment: str, path: str, out: str) -> None:
         for e in todo:
             replies[e.i, e.k] = Reply(failure="missing", error=result.import_error)
     else:
-        queue = todo
-        while queue:  # a forward call whose pair raised runs again on its own, after the rest
-            pending, again = iter(queue), []
-            for entry in preload.request(queue):
-                paired = isinstance(entry, list)
-                for body, value in runs.do_call(*calls[entry[0] if paired else entry], paired=paired):
-                    data = wire.encode(body, value)  # what the grader receives, decoded as it decodes it
-                    jlen, _ = wire.HEADER.unpack_from(data, 0)
-                    resp, tree = wire.decode(
-                        data[wire.HEADER.size : wire.HEADER.size + jlen], data[wire.HEADER.size + jlen :]
-                    )
-                    e = next(pending)
-                    if resp.get("retry") is True:
-                        again.append(e)
-                    else:
-                        replies[e.i, e.k] = runner._reply(e.call, resp, tree)
-            queue = again
+        pending = iter(todo)
+        deferred, gradient_done = None, False  # a forward call whose pair raised: its reply comes third
+        for entry in preload.request(todo):
+            paired = isinstance(entry, list)
+            j = entry[0] if paired else entry
+            for body, value in runs.do_call(*calls[j], forward=calls[j - 1] if paired else None):
+                data = wire.encode(body, value)  # what the grader receives, decoded as it decodes it
+                jlen, _ = wire.HEADER.unpack_from(data, 0)
+                resp, tree = wire.decode(
+                    data[wire.HEADER.size : wire.HEADER.size + jlen], data[wire.HEADER.size + jlen :]
+                )
+                if resp.get("retry") is True:
+                    deferred = next(pending)
+                    continue
+                if deferred is not None and gradient_done:
+                    e, deferred, gradient_done = deferred, None, False
+                else:
+                    e, gradient_done = next(pending), deferred is not None
+                replies[e.i, e.k] = runner._reply(e.call, resp, tree)
     for i, p in enumerate(case_set.items):
         if any((i, k) in replies for k in range(len(p.calls))):
             result.replies[i] = [replies[i, k] for k in range(len(p.calls))]

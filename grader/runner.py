@@ -600,7 +600,6 @@ class _Session:
         self.crashes: dict[str, int] = {}  # function -> workers it crashed
         self.protections: list[str] = []
         self.dead = ""  # set when a replacement worker could not import the module: no more workers
-        self.retry: list[_Pending] = []  # forward calls to run again on their own (their pair raised)
         self.ready_at = 0.0  # when the worker said the module was imported (its queued calls then start)
 
     def _spawn(self) -> WorkerHandle:
@@ -691,26 +690,9 @@ class _Session:
 
     def _run_calls(self, todo: list[_Pending], replies, missing: dict[str, Reply]) -> None:
         """todo's calls are queued in the current worker; a worker that dies or hangs is replaced and given
-        the calls after the failed one. Forward calls whose pair raised (see Preload) run again on their own,
-        after the rest, each with its own deadline, as if they had never been paired."""
+        the calls after the failed one."""
         skip: dict[str, Reply] = dict(missing)  # function -> the reply its remaining calls get
         self._run_queue(todo, replies, skip, missing, queued=True)
-        while self.retry:
-            again, self.retry = self.retry, []
-            for e in [e for e in again if e.fn in skip]:
-                replies[e.i][e.k] = skip[e.fn]
-            again = [e for e in again if e.fn not in skip]
-            queued = False
-            if again and self.handle is not None and self.handle.alive:
-                try:
-                    self.handle.send(
-                        wire.encode({"op": "calls", "calls": self.preload.request(again)}),
-                        self.options.timeout,
-                    )
-                    self.ready_at, queued = time.monotonic(), True
-                except (TimedOut, WorkerCrashed, BadReply, OSError):
-                    self.handle.kill()
-            self._run_queue(again, replies, skip, missing, queued=queued)
 
     def _run_queue(self, todo: list[_Pending], replies, skip, missing, *, queued: bool) -> None:
         pos = 0
@@ -739,18 +721,32 @@ class _Session:
         assert handle is not None
         start = self.ready_at
         pairs = self.preload.pairs
+        deferred: _Pending | None = None  # a forward call whose pair raised: its own call's reply comes next
         for n, e in enumerate(batch):
             try:
                 resp, value = handle.receive(start + self.options.timeout, self.options.max_reply_bytes)
             except (TimedOut, WorkerCrashed, BadReply) as exc:
-                self._settle(e, self._failed(exc, start), replies, skip, missing)
+                failed = self._failed(exc, start)
+                self._settle(e, failed, replies, skip, missing)
+                if deferred is not None:  # the worker died between the pair's replies (its own doing)
+                    replies[deferred.i][deferred.k] = missing.get(deferred.fn) or failed
                 return n + 1
             first_half = e.j in pairs and n + 1 < len(batch) and batch[n + 1].j == e.j + 1
-            if first_half and resp.get("retry") is True and e.fn not in missing:
-                self.retry.append(e)  # the paired call raised: this forward call runs again on its own
-            else:
-                replies[e.i][e.k] = missing.get(e.fn) or _reply(e.call, resp, value)
-            if not first_half:  # a gradient call's deadline counts its forward pass too, as unpaired
+            if first_half and resp.get("retry") is True:
+                deferred = e  # the gradient reply comes first, its deadline from the pair's start
+                continue
+            replies[e.i][e.k] = missing.get(e.fn) or _reply(e.call, resp, value)
+            if first_half:
+                continue  # a gradient call's deadline counts its forward pass too, as unpaired
+            start = time.monotonic()
+            if deferred is not None:  # the forward call on its own, with its own deadline
+                f, deferred = deferred, None
+                try:
+                    resp, value = handle.receive(start + self.options.timeout, self.options.max_reply_bytes)
+                except (TimedOut, WorkerCrashed, BadReply) as exc:
+                    self._settle(f, self._failed(exc, start), replies, skip, missing)
+                    return n + 1
+                replies[f.i][f.k] = missing.get(f.fn) or _reply(f.call, resp, value)
                 start = time.monotonic()
         return len(batch)
 
@@ -825,7 +821,8 @@ class Preload:
 
     `pairs` holds the index of every forward call followed by a gradient call of the same function on
     equal inputs: the worker makes them one call (the forward pass with inputs requiring grad, then the
-    backward pass), answered by two replies, so the student's forward pass runs once for both checks.
+    backward pass), answered by two replies, so the student's forward pass runs once for both checks. If
+    that call raises, the forward call is made on its own right after, and answered by a third reply.
     """
 
     data: bytes
@@ -919,7 +916,7 @@ def _same_tree(a: Any, b: Any) -> bool:
             and isinstance(b, torch.Tensor)
             and a.dtype == b.dtype
             and a.shape == b.shape
-            and bool(torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
+            and bool(torch.equal(_bytes_of(a), _bytes_of(b)))
         )
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return (
@@ -932,6 +929,13 @@ def _same_tree(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return struct.pack("d", a) == struct.pack("d", b)
     return type(a) is type(b) and bool(a == b)
+
+
+def _bytes_of(t: Any) -> Any:
+    """A tensor's values as bytes (a flat uint8 tensor), whatever its strides, conjugation or shape."""
+    import torch
+
+    return t.detach().resolve_conj().resolve_neg().reshape(-1).contiguous().view(torch.uint8)
 
 
 def _size(tree: Any) -> tuple[int, int]:

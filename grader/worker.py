@@ -54,9 +54,9 @@ Requests to the worker (wire messages, JSON part):
                                                      before it (a pair): one call with inputs requiring grad,
                                                      two replies: the forward check's {"value"} first, then
                                                      the gradient check's {"grads"} ("seconds": the backward
-                                                     pass only). If that call raises, the forward half is
-                                                     answered {"ok": false, "retry": true}: the grading
-                                                     process sends the forward call again on its own.
+                                                     pass only). If that call raises: {"ok": false,
+                                                     "retry": true}, the gradient check's failure, then the
+                                                     reply of the forward call made on its own (three).
 """
 
 from __future__ import annotations
@@ -663,9 +663,15 @@ class Worker:
                     j = entry[0] if paired else entry
                     if not (isinstance(j, int) and 0 <= j < len(self.preloaded)):
                         return
-                    if paired and not self.preloaded[j][0].get("grad_wrt"):
-                        return  # only a gradient call has a forward half
-                    for body, out in self.do_call(*self.preloaded[j], paired=paired):
+                    forward = self.preloaded[j - 1] if paired and j >= 1 else None
+                    if paired and not (
+                        forward is not None
+                        and self.preloaded[j][0].get("grad_wrt")
+                        and not forward[0].get("grad_wrt")
+                        and forward[0].get("function") == self.preloaded[j][0].get("function")
+                    ):
+                        return  # a pair is a gradient call and the forward call before it
+                    for body, out in self.do_call(*self.preloaded[j], forward=forward):
                         self.reply(body, out)  # a pair's forward reply goes before its backward pass runs
             else:
                 return
@@ -697,10 +703,13 @@ class Worker:
         return {"ok": True, "functions": functions}
 
     def do_call(
-        self, msg: dict[str, Any], tree: Any, *, paired: bool = False
+        self, msg: dict[str, Any], tree: Any, *, forward: tuple[dict[str, Any], Any] | None = None
     ) -> Iterator[tuple[dict[str, Any], Any]]:
-        """Call the student's function on a preloaded call's inputs: yields its reply, or, `paired`, the
-        forward check's reply (the value) and then the gradient check's (the gradients)."""
+        """Call the student's function on a preloaded call's inputs: yields its reply. With `forward` (the
+        preloaded forward call whose inputs equal this gradient call's: a pair), yields the forward check's
+        reply (the value) and then the gradient check's (the gradients); if the call raises: a retry
+        marker, the gradient check's failure, then the reply of the forward call made on its own."""
+        paired = forward is not None
         torch = self.torch
         name = msg["function"]
         fn = getattr(self.module, name, None)
@@ -728,9 +737,14 @@ class Worker:
                 value = fn(*args)
         except BaseException as e:  # noqa: BLE001
             body = {"ok": False, "error": _format_exc(e, None), "banned": sorted(self.tracer.hits)}
-            if paired:  # code that fails on inputs requiring grad may still compute the right values: the
-                yield {"ok": False, "retry": True}, None  # forward check gets a call of its own (see runner)
+            if forward is None:
+                yield body, None
+                return
+            # code that fails on inputs requiring grad may still compute the right values: the forward
+            # check gets a call of its own, on its own (untouched) preloaded inputs, after the gradient's
+            yield {"ok": False, "retry": True}, None
             yield body, None
+            yield from self.do_call(*forward)
             return
         seconds = time.perf_counter() - start
         mutated = []

@@ -375,8 +375,8 @@ def test_a_forward_and_a_gradient_check_on_equal_inputs_share_one_call():
 
 def test_a_pair_that_raises_gives_the_forward_call_its_own_call_on_its_own_inputs():
     """Code that breaks on inputs requiring grad (here: an in-place change of h_prev) fails the gradient
-    check only; the forward check runs again on its own plain inputs, as if it had never been paired, and
-    sees the in-place change."""
+    check only; the forward call is then made on its own preloaded inputs, as if it had never been paired,
+    and sees the in-place change."""
     import types
 
     import torch
@@ -396,12 +396,11 @@ def test_a_pair_that_raises_gives_the_forward_call_its_own_call_on_its_own_input
     runs = worker.Worker(None, worker.Tracer(), calls)
     runs.module = types.SimpleNamespace(rnn_step=rnn_step)
     h_before = calls[j][1]["args"][1].clone()
-    (fwd, fwd_tree), (grad, grad_tree) = list(runs.do_call(*calls[j + 1], paired=True))
-    assert fwd == {"ok": False, "retry": True} and fwd_tree is None
-    assert not grad["ok"] and "in-place operation" in grad["error"]
-    assert torch.equal(calls[j][1]["args"][1], h_before)  # the forward call's inputs are untouched
-    ((alone, alone_tree),) = list(runs.do_call(*calls[j]))
-    assert alone["ok"] and alone["mutated"] == [[1, 0]]
+    (marker, _), (grad, grad_tree), (alone, alone_tree) = list(runs.do_call(*calls[j + 1], forward=calls[j]))
+    assert marker == {"ok": False, "retry": True}
+    assert not grad["ok"] and "in-place operation" in grad["error"] and grad_tree is None
+    assert torch.equal(calls[j + 1][1]["args"][1], h_before)  # the failed attempt worked on copies
+    assert alone["ok"] and alone["mutated"] == [[1, 0]]  # the forward call on its own sees the change
     x_t, h, W_ih, W_hh, b_ih, b_hh = (a.clone() for a in calls[j][1]["args"])
     h = h_before + 1.0
     assert torch.allclose(alone_tree["value"], torch.tanh(x_t @ W_ih.T + b_ih + h @ W_hh.T + b_hh))
