@@ -692,10 +692,7 @@ class _Session:
         """todo's calls are queued in the current worker; a worker that dies or hangs is replaced and given
         the calls after the failed one."""
         skip: dict[str, Reply] = dict(missing)  # function -> the reply its remaining calls get
-        self._run_queue(todo, replies, skip, missing, queued=True)
-
-    def _run_queue(self, todo: list[_Pending], replies, skip, missing, *, queued: bool) -> None:
-        pos = 0
+        pos, queued = 0, True
         while pos < len(todo):
             e = todo[pos]
             if not queued:  # the worker that had them queued was killed: a new one gets the rest
@@ -720,7 +717,6 @@ class _Session:
         handle = self.handle
         assert handle is not None
         start = self.ready_at
-        pairs = self.preload.pairs
         deferred: _Pending | None = None  # a forward call whose pair raised: its own call's reply comes next
         for n, e in enumerate(batch):
             try:
@@ -731,7 +727,7 @@ class _Session:
                 if deferred is not None:  # the worker died between the pair's replies (its own doing)
                     replies[deferred.i][deferred.k] = missing.get(deferred.fn) or failed
                 return n + 1
-            first_half = e.j in pairs and n + 1 < len(batch) and batch[n + 1].j == e.j + 1
+            first_half = self.preload.opens_pair(batch, n)
             if first_half and resp.get("retry") is True:
                 deferred = e  # the gradient reply comes first, its deadline from the pair's start
                 continue
@@ -830,13 +826,18 @@ class Preload:
     digest: str  # hosts preloaded with equal calls serve each other's case sets
     pairs: frozenset[int] = frozenset()
 
+    def opens_pair(self, queue: list[_Pending], n: int) -> bool:
+        """Whether queue[n] is the forward half of a pair whose gradient half follows it in `queue`."""
+        j = queue[n].j
+        return j in self.pairs and n + 1 < len(queue) and queue[n + 1].j == j + 1
+
     def request(self, queue: list[_Pending]) -> list[Any]:
         """The worker's list of calls for `queue` (one reply per entry of `queue`, in its order)."""
         calls: list[Any] = []
         n = 0
         while n < len(queue):
             j = queue[n].j
-            if j in self.pairs and n + 1 < len(queue) and queue[n + 1].j == j + 1:
+            if self.opens_pair(queue, n):
                 calls.append([j + 1, 1])
                 n += 2
             else:
@@ -882,7 +883,6 @@ def _preload(cases: CaseSet, plan: Plan) -> Preload:
     if start < len(trees):
         messages.append(wire.encode({"calls": metas[start:]}, trees[start:]))
     data = b"".join(messages)
-    calls = [trees[j]["args"] for j in range(len(trees))]
     pairs = frozenset(
         j
         for j in range(len(metas) - 1)
@@ -890,7 +890,7 @@ def _preload(cases: CaseSet, plan: Plan) -> Preload:
         and metas[j + 1]["grad_wrt"]
         and metas[j]["function"] == metas[j + 1]["function"]
         and metas[j]["banned"] == metas[j + 1]["banned"]
-        and _same_tree(calls[j], calls[j + 1])
+        and _same_tree(trees[j]["args"], trees[j + 1]["args"])
     )
     preload = Preload(data, index, hashlib.sha256(data).hexdigest(), pairs)
     with _PRELOADS_LOCK:

@@ -721,13 +721,11 @@ class Worker:
         grad_wrt = [int(i) for i in msg.get("grad_wrt", [])]
         for i in grad_wrt:  # a tensor, or a list/tuple/dict of them (per-layer weights): every float leaf
             args[i] = self.requiring_grad(args[i])
-        given = tree[
-            "args"
-        ]  # a leaf copied above needs no snapshot: the preloaded tensor is its value before
+        # the in-place check's values before: a leaf copied above needs none, its preloaded tensor is one
         snapshot = [
             (i, before if before is not t else t.detach().clone())
             for i, t in self.tensor_args(args)
-            for before in [self.arg_tensor(given, i)]
+            for before in [self.arg_tensor(tree["args"], i)]
         ]
         leaves_in = [t for i in grad_wrt for t in _flatten(args[i]) if self.is_grad_leaf(t)]
         self.tracer.reset(msg.get("banned", []))
