@@ -48,6 +48,7 @@ OUTPUT_FLOOD = 64 << 20  # bytes after which a worker is stopped for flooding
 MAX_REPLY_BYTES = 256 << 20
 MAX_RESTARTS = 100  # a backstop: a function is skipped after CRASHES_PER_FUNCTION crashes or one timeout
 CRASHES_PER_FUNCTION = 3
+COALESCE = 0.004  # seconds a slot sleeps before waiting for a reply that nobody waits for (receive)
 PRELOAD_BYTES = 8 << 20  # array bytes per message of a preload (a case set's calls, for the slot host)
 PRELOAD_NODES = 20_000  # tree nodes per message of a preload (wire.MAX_NODES is the hard limit)
 
@@ -372,11 +373,17 @@ class WorkerHandle:
         reason = self.exit_reason()
         return "the worker process died" + (f" ({reason})" if reason else "")
 
-    def receive(self, deadline: float, max_bytes: int) -> tuple[dict, Any]:
-        """One reply before `deadline` (time.monotonic()), its size checked from its header."""
+    def receive(self, deadline: float, max_bytes: int, *, more: bool = False) -> tuple[dict, Any]:
+        """One reply before `deadline` (time.monotonic()), its size checked from its header.
+
+        `more`: further replies are expected after this one, so nobody waits for it. Then, when no whole
+        reply is here yet, the thread first sleeps COALESCE seconds, letting the worker's next replies
+        gather in the socket: one wake-up and one read take several (a wake-up per reply cost the grading
+        process about a tenth of its time). A reply that arrived by its deadline is never timed out."""
         buf = self.buf
         need = wire.HEADER.size
         header: tuple[int, int] | None = None
+        napped = not more
         while True:
             if header is None and len(buf) >= wire.HEADER.size:
                 jlen, plen = wire.HEADER.unpack(bytes(buf[: wire.HEADER.size]))
@@ -393,11 +400,14 @@ class WorkerHandle:
                 payload = bytes(buf[wire.HEADER.size + header[0] : need])
                 del buf[:need]
                 return wire.decode(js, payload)
+            if not napped and header is None and len(buf) < wire.HEADER.size:
+                napped = True
+                time.sleep(min(COALESCE, max(0.0, deadline - time.monotonic())))
             left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimedOut("timed out")
             fds = [self.sock] + ([self.out] if self.out is not None else [])
-            ready, _, _ = select.select(fds, [], [], left)
+            ready, _, _ = select.select(fds, [], [], max(left, 0.0))
+            if left <= 0 and self.sock not in ready:  # only a reply that is here saves a late call
+                raise TimedOut("timed out")
             if self.out is not None and self.out in ready:
                 chunk = _read_some(self.out)
                 if not chunk:
@@ -720,7 +730,9 @@ class _Session:
         deferred: _Pending | None = None  # a forward call whose pair raised: its own call's reply comes next
         for n, e in enumerate(batch):
             try:
-                resp, value = handle.receive(start + self.options.timeout, self.options.max_reply_bytes)
+                resp, value = handle.receive(
+                    start + self.options.timeout, self.options.max_reply_bytes, more=n + 2 < len(batch)
+                )
             except (TimedOut, WorkerCrashed, BadReply) as exc:
                 failed = self._failed(exc, start)
                 self._settle(e, failed, replies, skip, missing)

@@ -100,3 +100,36 @@ def test_recv_enforces_size_limit_and_deadline():
     finally:
         a.close()
         b.close()
+
+
+def _handle(sock: socket.socket):
+    """The grading process's end of a worker, on a bare socket (no worker behind it)."""
+    from grader import runner
+
+    h = runner.WorkerHandle.__new__(runner.WorkerHandle)
+    h.sock, h.out, h.buf, h.sink, h.alive = sock, None, bytearray(), runner.OutputSink(), True
+    return h
+
+
+def test_receive_gathers_replies_and_never_times_out_one_that_arrived():
+    """A slot naps before a reply nobody waits for (more=True), so several replies come in one read; a
+    reply that is in the socket when the nap ends counts even if its deadline passed during the nap."""
+    a, b = socket.socketpair()
+    try:
+        h = _handle(b)
+        a.sendall(wire.encode({"ok": True, "n": 1}, 1.5) + wire.encode({"ok": True, "n": 2}, 2.5))
+        body, value = h.receive(time.monotonic() + 0.0005, 1 << 20, more=True)  # the nap outlasts it
+        assert (body["n"], value) == (1, 1.5)
+        assert len(h.buf) > 0  # the second reply came with the first read
+        body, value = h.receive(time.monotonic() - 1, 1 << 20)  # already here: no deadline applies
+        assert (body["n"], value) == (2, 2.5)
+        t = time.monotonic()
+        with pytest.raises(TimedOut):
+            h.receive(t + 0.05, 1 << 20, more=True)
+        assert time.monotonic() - t < 1.0
+        a.sendall(wire.encode({"ok": True, "n": 3})[:5])  # half a header: no reply, so still a timeout
+        with pytest.raises(TimedOut):
+            h.receive(time.monotonic() + 0.01, 1 << 20, more=True)
+    finally:
+        a.close()
+        b.close()
