@@ -53,15 +53,15 @@ def _stop_if_signalled() -> None:
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds allowed per call.")
 def check_cmd(assignment: str, path: Path | None, timeout: float) -> None:
     """Self-check a solution on the public cases (students). PATH defaults to ./ASSIGNMENT.py or .ipynb."""
-    from grader import pipeline
-
     _validate(assignment, path or Path("."))
     if path is None:
         path = next((c for c in (Path(f"{assignment}.py"), Path(f"{assignment}.ipynb")) if c.exists()), None)
         if path is None:
             raise click.ClickException(f"no {assignment}.py or {assignment}.ipynb here; give the PATH")
-    zygote = pipeline.start_zygote()
+    zygote = _start_zygote()
     try:
+        from grader import pipeline
+
         result = pipeline.check(assignment, path, timeout=timeout, zygote=zygote)
     except SeqgradeError as e:
         raise _fail(e) from None
@@ -69,6 +69,15 @@ def check_cmd(assignment: str, path: Path | None, timeout: float) -> None:
         zygote.stop()
     _print_check(result)
     sys.exit(0 if all(t.passed for t in result.tests) else 1)
+
+
+def _start_zygote():
+    """The zygote, started before this process imports torch (grader.pipeline does): the two imports then
+    run side by side instead of one after the other, 1.5 s sooner on 2 cores. Before any plan, reference
+    or secret is loaded, too."""
+    from grader.worker import Zygote
+
+    return Zygote().start()
 
 
 def _validate(assignment: str, path: Path) -> None:
@@ -153,14 +162,18 @@ def grade_cmd(
     disk_mb,
 ) -> None:
     """Grade every submission in SUBMISSIONS (instructors): writes OUT/<student>.json/.md and gradebook.csv."""
-    from grader import pipeline, report
-
     if workers < 1 or timeout <= 0:
         raise click.ClickException("--workers must be >= 1 and --timeout > 0")
     if executor == "dask" and not scheduler:
         raise click.ClickException("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
     _validate(assignment, submissions)
-    zygote = pipeline.start_zygote() if executor == "local" else None
+    zygote = _start_zygote() if executor == "local" else None
+    try:
+        from grader import pipeline, report
+    except BaseException:
+        if zygote is not None:
+            zygote.stop()
+        raise
     bar_state: dict = {}
 
     def progress(done: int, total: int, student: str) -> None:
@@ -300,9 +313,10 @@ def release_cmd(assignment: str, out: Path, fmt: str, overwrite: bool) -> None:
 )
 def autograde_cmd(assignment, submission, results, secret, metadata, timeout, memory_mb, scrub) -> None:
     """Grade ONE submission on public and hidden cases into a Gradescope results.json."""
-    from grader.gradescope import autograde
-
+    zygote = _start_zygote()
     try:
+        from grader.gradescope import autograde
+
         data = autograde(
             assignment,
             submission,
@@ -312,9 +326,12 @@ def autograde_cmd(assignment, submission, results, secret, metadata, timeout, me
             memory_mb=memory_mb,
             metadata=metadata,
             scrub=scrub,
+            zygote=zygote,
         )
     except SeqgradeError as e:
         raise _fail(e) from None
+    finally:
+        zygote.stop()
     failed = sum(t["status"] == "failed" for t in data["tests"])
     click.echo(
         f"{data['score']:.2f} / {data['extra_data']['max_score']:g} points; {failed} of "

@@ -28,12 +28,15 @@ import time
 import tomllib
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from grader import cases as cases_mod
 from grader import report
 from grader.errors import ConfigError, InputError
 from grader.score import SubmissionResult
+
+if TYPE_CHECKING:
+    from grader.worker import Zygote
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -245,6 +248,7 @@ def autograde(
     memory_mb: int = 4096,
     metadata: Path | None = None,
     scrub: bool = False,
+    zygote: Zygote | None = None,
 ) -> dict[str, Any]:
     """Grade one submission on the public and the hidden cases; write Gradescope's results.json to `results`.
 
@@ -257,7 +261,9 @@ def autograde(
     from grader.runner import RunOptions
 
     start = time.monotonic()
-    zygote = pipeline.start_zygote()  # first: the workers must not inherit the secret or the reference
+    own_zygote = zygote is None  # a caller's zygote was started before it imported torch (grader.cli)
+    if own_zygote:
+        zygote = pipeline.start_zygote()  # first: the workers must not inherit the secret or the reference
     tmp = Path(tempfile.mkdtemp(prefix="seqgrade-ag-"))
     try:
         plan = load_plan(assignment)

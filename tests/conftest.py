@@ -62,11 +62,12 @@ class _SharedZygote:
 
 @pytest.fixture
 def reuse_zygote(zygote, monkeypatch):
-    """Make grader.pipeline.start_zygote() return the session zygote, so a CLI command under test does
-    not start (and wait for) a fresh interpreter of its own."""
-    from grader import pipeline
+    """Make grader.pipeline.start_zygote() (and the command line's own starter) return the session zygote,
+    so a command under test does not start (and wait for) a fresh interpreter of its own."""
+    from grader import cli, pipeline
 
     monkeypatch.setattr(pipeline, "start_zygote", lambda: _SharedZygote(zygote))
+    monkeypatch.setattr(cli, "_start_zygote", lambda: _SharedZygote(zygote))
     return zygote
 
 
