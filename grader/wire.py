@@ -19,7 +19,6 @@ ALLOWED_DTYPES, shapes that do not match their bytes, and trees deeper or wider 
 from __future__ import annotations
 
 import json
-import math
 import select
 import socket
 import struct
@@ -82,11 +81,10 @@ def encode(message: dict[str, Any], tree: Any = None) -> bytes:
             arr = v if isinstance(v, np.ndarray) else _tensor_to_numpy(v)
             if arr is None:
                 return {"o": type(v).__name__}
-            arr = arr if arr.flags.c_contiguous else arr.copy(order="C")  # (ascontiguousarray makes 0-d 1-d)
             dt = _DTYPE_NAMES.get(arr.dtype) or str(arr.dtype)
             if dt not in ALLOWED_DTYPES:
                 return {"o": f"array of dtype {dt}"}
-            data = arr.tobytes()
+            data = arr.tobytes()  # C order whatever the strides
             chunks.append(data)
             ref = [offset[0], len(data)]
             offset[0] += len(data)
@@ -126,6 +124,7 @@ def encode(message: dict[str, Any], tree: Any = None) -> bytes:
 
 
 _DTYPE_NAMES = {np.dtype(n): n for n in ALLOWED_DTYPES if n != "bfloat16"}  # str(dtype) costs microseconds
+_RECEIVED_DTYPES = {n: np.dtype("float32" if n == "bfloat16" else n) for n in ALLOWED_DTYPES}
 _TENSOR: list[type] = []
 
 
@@ -140,20 +139,27 @@ def _is_tensor(v: Any) -> bool:
 
 
 def _tensor_to_numpy(t: Any) -> np.ndarray | None:
-    """A numpy view of a tensor's data (encode copies it at once), bypassing subclass overrides."""
-    import torch
-
+    """A numpy view of a tensor's data (encode copies it at once), bypassing subclass overrides and any
+    torch-function mode the student's code left on."""
+    torch = _TORCH[0] if _TORCH else _load_torch()
     try:
         with torch._C.DisableTorchFunction():
-            base = torch.Tensor._make_subclass(torch.Tensor, t.detach()) if type(t) is not torch.Tensor else t
-            base = base.detach().cpu()
+            base = t if type(t) is torch.Tensor else torch.Tensor._make_subclass(torch.Tensor, t.detach())
             if base.dtype == torch.bfloat16:
-                base = base.to(torch.float32)
-            if base.is_conj():
-                base = base.resolve_conj()
-            return base.contiguous().numpy()  # encode copies it at once (tobytes)
+                base = base.detach().to(torch.float32)
+            return base.numpy(force=True)  # detach().cpu().resolve_conj().resolve_neg().numpy() in one
     except Exception:
         return None
+
+
+_TORCH: list[Any] = []
+
+
+def _load_torch() -> Any:
+    import torch
+
+    _TORCH.append(torch)
+    return torch
 
 
 def decode(js: bytes, payload: bytes) -> tuple[dict[str, Any], Any]:
@@ -174,22 +180,22 @@ def decode(js: bytes, payload: bytes) -> tuple[dict[str, Any], Any]:
             raise BadReply("malformed reply node")
         if "a" in n:
             dt, sh, ref = n.get("dt"), n.get("sh"), n.get("a")
-            if dt not in ALLOWED_DTYPES:
+            dtype = _RECEIVED_DTYPES.get(dt) if isinstance(dt, str) else None
+            if dtype is None:
                 raise BadReply(f"array of dtype {dt!r} is not accepted")
-            if (
-                not isinstance(sh, list)
-                or not all(isinstance(s, int) and s >= 0 for s in sh)
-                or not (
-                    isinstance(ref, list)
-                    and len(ref) == 2
-                    and all(isinstance(r, int) and r >= 0 for r in ref)
-                )
-            ):
+            if type(sh) is not list or type(ref) is not list or len(ref) != 2:
                 raise BadReply("malformed array node")
-            dtype = np.dtype(dt) if dt != "bfloat16" else np.dtype("float32")
-            if math.prod(sh) * dtype.itemsize != ref[1] or ref[0] + ref[1] > len(payload):
+            size = 1
+            for d in sh:
+                if type(d) is not int or d < 0:
+                    raise BadReply("malformed array node")
+                size *= d
+            offset, nbytes = ref
+            if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0:
+                raise BadReply("malformed array node")
+            if size * dtype.itemsize != nbytes or offset + nbytes > len(payload):
                 raise BadReply("array bytes do not match its shape")
-            arr = np.frombuffer(payload, dtype=dtype, count=math.prod(sh), offset=ref[0]).reshape(sh).copy()
+            arr = np.frombuffer(payload, dtype=dtype, count=size, offset=offset).reshape(sh).copy()
             return Received(arr, "ndarray" if n.get("k") == "ndarray" else "tensor")
         key, val = next(iter(n.items()))
         if key == "f":

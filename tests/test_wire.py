@@ -71,6 +71,12 @@ def _msg(tree_json, payload=b""):
         ({"a": [0, 16], "dt": "float64", "sh": [1], "k": "tensor"}, b"\0" * 16),  # bytes != shape
         ({"a": [0, 8], "dt": "float64", "sh": [1], "k": "tensor"}, b"\0" * 4),  # payload too short
         ({"a": [0, 8], "dt": "float64", "sh": [-1], "k": "tensor"}, b"\0" * 8),  # negative dim
+        ({"a": [0, 8], "dt": "float64", "sh": [True], "k": "tensor"}, b"\0" * 8),  # a bool for a dim
+        ({"a": [0, 8], "dt": "float64", "sh": [1.0], "k": "tensor"}, b"\0" * 8),  # a float for a dim
+        ({"a": [-8, 8], "dt": "float64", "sh": [1], "k": "tensor"}, b"\0" * 16),  # offset before the payload
+        ({"a": [0, 8, 0], "dt": "float64", "sh": [1], "k": "tensor"}, b"\0" * 8),  # a malformed reference
+        ({"a": [0, 8], "dt": ["float64"], "sh": [1], "k": "tensor"}, b"\0" * 8),  # an unhashable dtype
+        ({"a": [0, 8], "dt": "float64", "sh": "1", "k": "tensor"}, b"\0" * 8),  # a shape that is no list
         ({"zz": 1}, b""),
         ({"i": "3"}, b""),
         ({"d": [[1, {"n": None}]]}, b""),
