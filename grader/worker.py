@@ -722,11 +722,12 @@ class Worker:
         for i in grad_wrt:  # a tensor, or a list/tuple/dict of them (per-layer weights): every float leaf
             args[i] = self.requiring_grad(args[i])
         # the in-place check's values before: a leaf copied above needs none, its preloaded tensor is one
-        snapshot = [
-            (i, before if before is not t else t.detach().clone())
-            for i, t in self.tensor_args(args)
-            for before in [self.arg_tensor(tree["args"], i)]
-        ]
+        with torch.no_grad():
+            snapshot = [
+                (i, before if before is not t else t.clone())
+                for i, t in self.tensor_args(args)
+                for before in [self.arg_tensor(tree["args"], i)]
+            ]
         leaves_in = [t for i in grad_wrt for t in _flatten(args[i]) if self.is_grad_leaf(t)]
         self.tracer.reset(msg.get("banned", []))
         start = time.perf_counter()
@@ -746,10 +747,10 @@ class Worker:
             return
         seconds = time.perf_counter() - start
         mutated = []
-        for i, before in snapshot:
-            after = self.arg_tensor(args, i)
-            with torch.no_grad():
-                if after.shape != before.shape or not self._equal(after.detach(), before):
+        with torch.no_grad():
+            for i, before in snapshot:
+                after = self.arg_tensor(args, i)
+                if after.shape != before.shape or not self._equal(after, before):
                     mutated.append(i)
         body = {"ok": True, "seconds": seconds, "mutated": mutated, "banned": sorted(self.tracer.hits)}
         if not grad_wrt:
