@@ -15,6 +15,7 @@ flat in the class size and an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import shutil
 import tempfile
@@ -284,6 +285,9 @@ def grade(
                 workers=options.workers,
                 case_key=key,
             )
+        # Everything alive now (torch's modules, the cases) outlives the run: frozen, full collections
+        # during it walk only what grading allocates (6 of them took 290 ms of 400 gated submissions)
+        gc.freeze()
         meter = Meter(len(todo))
         for data, markdown in stream:
             stem = report.file_stem(data["extra_data"]["student"])
@@ -296,6 +300,7 @@ def grade(
         report.write_gradebook(out, results)
         return GradeRun(plan, results, len(todo), skipped, time.monotonic() - start, note, out, cache_note)
     finally:
+        gc.unfreeze()
         shutil.rmtree(unzip_dir, ignore_errors=True)
         if own_zygote and zygote is not None:
             zygote.stop()

@@ -5,6 +5,7 @@ other functions keep theirs. Then the `seqgrade` command line, through click's C
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import re
@@ -304,6 +305,7 @@ def test_grade_writes_reports(runner, tmp_path, monkeypatch):
     )
     assert r.exit_code == 0, r.output
     assert "Graded 2 submissions" in r.output
+    assert gc.get_freeze_count() == 0  # what the run froze is collectable again (library callers, tests)
     ann = json.loads((out / "ann.json").read_text())
     ben = json.loads((out / "ben.json").read_text())
     assert ann["score"] == ann["max_score"] == 10
