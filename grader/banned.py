@@ -103,8 +103,9 @@ def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return {}
-    defs = {n.name: n for n in _walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
-    aliases = _aliases(tree, set(defs))
+    nodes = _walk(tree)
+    defs = {n.name: n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    aliases = _aliases(nodes, set(defs))
     refs: dict[str, set[str]] = {}
     calls: dict[str, set[str]] = {}
     for name, node in defs.items():
@@ -161,17 +162,17 @@ def _name_hits(u: str, bans: tuple[str, ...]) -> frozenset[str]:  # short ones o
     return frozenset()
 
 
-def _aliases(tree: ast.Module, defs: set[str]) -> dict[str, set[str]]:
+def _aliases(nodes: list[ast.AST], defs: set[str]) -> dict[str, set[str]]:
     """{name: the torch paths it may stand for}, from imports and assignments anywhere in the module.
 
     `import torch.nn as tnn`, `from torch._C import _nn`, `aten = torch.ops.aten` (and chains of these),
     `def f(q, F=torch.nn.functional)`, and `from torch.nn.functional import *` for the names nothing else
-    in the module defines. A name may stand for several paths: all count.
+    in the module defines. A name may stand for several paths: all count. `nodes`: the module's (_walk).
     """
     out: dict[str, set[str]] = {}
     stars: list[str] = []
     pairs: list[tuple[str, ast.AST]] = []  # (name, expression assigned to it)
-    for node in _walk(tree):
+    for node in nodes:
         if isinstance(node, ast.Import):
             for a in node.names:
                 path = a.name if a.asname else a.name.split(".")[0]
@@ -198,9 +199,9 @@ def _aliases(tree: ast.Module, defs: set[str]) -> dict[str, set[str]]:
             pairs += [(p.arg, d) for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None]
     torch_stars = [m for m in stars if m.split(".")[0] == "torch"]
     if torch_stars:
-        defined = defs | set(out) | {n.arg for n in _walk(tree) if isinstance(n, ast.arg)}
-        defined |= {n.id for n in _walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
-        for n in _walk(tree):
+        defined = defs | set(out) | {n.arg for n in nodes if isinstance(n, ast.arg)}
+        defined |= {n.id for n in nodes if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+        for n in nodes:
             if isinstance(n, ast.Name) and n.id not in defined:
                 out[n.id] = {f"{m}.{n.id}" for m in torch_stars}
     for _ in range(_MAX_HOPS):  # chains: a = torch.ops; b = a.aten (bounded: a = a.b grows forever)
