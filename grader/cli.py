@@ -167,13 +167,6 @@ def grade_cmd(
     if executor == "dask" and not scheduler:
         raise click.ClickException("--executor dask needs --scheduler ADDRESS (e.g. tcp://127.0.0.1:8786)")
     _validate(assignment, submissions)
-    zygote = _start_zygote() if executor == "local" else None
-    try:
-        from grader import pipeline, report
-    except BaseException:
-        if zygote is not None:
-            zygote.stop()
-        raise
     bar_state: dict = {}
 
     def progress(done: int, total: int, student: str) -> None:
@@ -192,20 +185,23 @@ def grade_cmd(
             bar_state["bar"] = bar
         bar.update(1, student)
 
-    opts = pipeline.GradeOptions(
-        workers=workers,
-        timeout=timeout,
-        memory_mb=memory_mb,
-        secret_path=secret,
-        fresh=fresh,
-        visibilities=("public", "hidden") if public else ("hidden",),
-        executor=executor,
-        scheduler=scheduler,
-        students=tuple(students),
-        cpu_seconds=cpu_seconds,
-        disk_mb=disk_mb,
-    )
+    zygote = _start_zygote() if executor == "local" else None
     try:
+        from grader import pipeline, report
+
+        opts = pipeline.GradeOptions(
+            workers=workers,
+            timeout=timeout,
+            memory_mb=memory_mb,
+            secret_path=secret,
+            fresh=fresh,
+            visibilities=("public", "hidden") if public else ("hidden",),
+            executor=executor,
+            scheduler=scheduler,
+            students=tuple(students),
+            cpu_seconds=cpu_seconds,
+            disk_mb=disk_mb,
+        )
         run = pipeline.grade(assignment, submissions, out, opts, progress=progress, zygote=zygote)
     except SeqgradeError as e:
         raise _fail(e) from None

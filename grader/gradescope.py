@@ -279,7 +279,8 @@ def autograde(
             zygote, plan, case_sets, sub, RunOptions(timeout=timeout, memory_mb=memory_mb)
         )
     finally:
-        zygote.stop()
+        if own_zygote:
+            zygote.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     data = gradescope_results(r, execution_time=time.monotonic() - start)
     data["extra_data"]["case_key"] = f"{plan.name}:{cases_mod.fingerprint(secret)}:public,hidden"

@@ -379,7 +379,9 @@ class WorkerHandle:
         `more`: further replies are expected after this one, so nobody waits for it. Then, when no whole
         reply is here yet, the thread first sleeps COALESCE seconds, letting the worker's next replies
         gather in the socket: one wake-up and one read take several (a wake-up per reply cost the grading
-        process about a tenth of its time). A reply that arrived by its deadline is never timed out."""
+        process about a tenth of its time). Bytes that are here when the deadline has passed are still read,
+        for at most COALESCE seconds more: a reply that arrived in time is not timed out for the nap, and a
+        worker that keeps sending cannot hold a call open past that."""
         buf = self.buf
         need = wire.HEADER.size
         header: tuple[int, int] | None = None
@@ -406,7 +408,7 @@ class WorkerHandle:
             left = deadline - time.monotonic()
             fds = [self.sock] + ([self.out] if self.out is not None else [])
             ready, _, _ = select.select(fds, [], [], max(left, 0.0))
-            if left <= 0 and self.sock not in ready:  # only a reply that is here saves a late call
+            if left <= 0 and (self.sock not in ready or -left > COALESCE):  # what is here, not a trickle
                 raise TimedOut("timed out")
             if self.out is not None and self.out in ready:
                 chunk = _read_some(self.out)

@@ -46,6 +46,7 @@ ALLOWED_DTYPES = (
 MAX_JSON = 4 << 20
 MAX_NODES = 100_000
 MAX_DEPTH = 32
+MAX_DIMS = 32  # numpy's own limit is 64
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def decode(js: bytes, payload: bytes) -> tuple[dict[str, Any], Any]:
             dtype = _RECEIVED_DTYPES.get(dt) if isinstance(dt, str) else None
             if dtype is None:
                 raise BadReply(f"array of dtype {dt!r} is not accepted")
-            if type(sh) is not list or type(ref) is not list or len(ref) != 2:
+            if type(sh) is not list or len(sh) > MAX_DIMS or type(ref) is not list or len(ref) != 2:
                 raise BadReply("malformed array node")
             size = 1
             for d in sh:
@@ -195,7 +196,10 @@ def decode(js: bytes, payload: bytes) -> tuple[dict[str, Any], Any]:
                 raise BadReply("malformed array node")
             if size * dtype.itemsize != nbytes or offset + nbytes > len(payload):
                 raise BadReply("array bytes do not match its shape")
-            arr = np.frombuffer(payload, dtype=dtype, count=size, offset=offset).reshape(sh).copy()
+            try:  # an empty array may still name dimensions numpy refuses ([0, 2**70])
+                arr = np.frombuffer(payload, dtype=dtype, count=size, offset=offset).reshape(sh).copy()
+            except (ValueError, OverflowError, MemoryError):
+                raise BadReply("malformed array node") from None
             return Received(arr, "ndarray" if n.get("k") == "ndarray" else "tensor")
         key, val = next(iter(n.items()))
         if key == "f":

@@ -77,6 +77,10 @@ def _msg(tree_json, payload=b""):
         ({"a": [0, 8, 0], "dt": "float64", "sh": [1], "k": "tensor"}, b"\0" * 8),  # a malformed reference
         ({"a": [0, 8], "dt": ["float64"], "sh": [1], "k": "tensor"}, b"\0" * 8),  # an unhashable dtype
         ({"a": [0, 8], "dt": "float64", "sh": "1", "k": "tensor"}, b"\0" * 8),  # a shape that is no list
+        ({"a": [0, 0], "dt": "float64", "sh": [0, 2**70], "k": "tensor"}, b""),  # numpy refuses the dim
+        ({"a": [0, 0], "dt": "float64", "sh": [0, 2**62, 2**62], "k": "tensor"}, b""),  # dims overflow
+        ({"a": [0, 8], "dt": "float64", "sh": [1] * 65, "k": "tensor"}, b"\0" * 8),  # over numpy's 64 dims
+        ({"a": [0, 8], "dt": "float64", "sh": [1] * 33, "k": "tensor"}, b"\0" * 8),  # over MAX_DIMS
         ({"zz": 1}, b""),
         ({"i": "3"}, b""),
         ({"d": [[1, {"n": None}]]}, b""),
@@ -117,25 +121,61 @@ def _handle(sock: socket.socket):
     return h
 
 
-def test_receive_gathers_replies_and_never_times_out_one_that_arrived():
-    """A slot naps before a reply nobody waits for (more=True), so several replies come in one read; a
-    reply that is in the socket when the nap ends counts even if its deadline passed during the nap."""
+def test_receive_gathers_replies_and_never_times_out_one_that_arrived(monkeypatch):
+    """A slot naps before a reply nobody waits for (more=True), so the replies sent meanwhile come with one
+    read; a reply that is here when the nap ends counts even if its deadline passed during the nap."""
+    from grader import runner
+
     a, b = socket.socketpair()
+    naps = []
+
+    def nap(seconds):  # the worker sends its next two replies while the slot naps
+        naps.append(seconds)
+        if len(naps) == 1:
+            a.sendall(wire.encode({"ok": True, "n": 1}, 1.5) + wire.encode({"ok": True, "n": 2}, 2.5))
+
+    monkeypatch.setattr(runner.time, "sleep", nap)
     try:
         h = _handle(b)
-        a.sendall(wire.encode({"ok": True, "n": 1}, 1.5) + wire.encode({"ok": True, "n": 2}, 2.5))
         body, value = h.receive(time.monotonic() + 0.0005, 1 << 20, more=True)  # the nap outlasts it
-        assert (body["n"], value) == (1, 1.5)
+        assert (body["n"], value) == (1, 1.5) and len(naps) == 1
         assert len(h.buf) > 0  # the second reply came with the first read
-        body, value = h.receive(time.monotonic() - 1, 1 << 20)  # already here: no deadline applies
-        assert (body["n"], value) == (2, 2.5)
+        body, value = h.receive(time.monotonic() - 1e-3, 1 << 20, more=True)  # already here: no nap
+        assert (body["n"], value) == (2, 2.5) and len(naps) == 1
+        a.sendall(wire.encode({"ok": True, "n": 3}))
+        body, _ = h.receive(time.monotonic() + 5, 1 << 20)  # the last reply: nobody naps
+        assert body["n"] == 3 and len(naps) == 1
         t = time.monotonic()
         with pytest.raises(TimedOut):
             h.receive(t + 0.05, 1 << 20, more=True)
         assert time.monotonic() - t < 1.0
-        a.sendall(wire.encode({"ok": True, "n": 3})[:5])  # half a header: no reply, so still a timeout
+        a.sendall(wire.encode({"ok": True, "n": 4})[:5])  # half a header: no reply, so still a timeout
         with pytest.raises(TimedOut):
             h.receive(time.monotonic() + 0.01, 1 << 20, more=True)
     finally:
         a.close()
         b.close()
+
+
+def test_a_reply_that_trickles_in_after_its_deadline_is_timed_out(monkeypatch):
+    """Bytes arriving after the deadline are read for at most COALESCE more, however they keep coming."""
+    from grader import runner
+
+    class Trickle:  # a worker whose socket is readable at every look: a huge reply, a few bytes at a time
+        def __init__(self):
+            self.head, self.start = wire.HEADER.pack(10, 200 << 20), time.monotonic()
+
+        def recv(self, n):
+            if time.monotonic() - self.start > 2:
+                raise AssertionError("still reading 2 s after the deadline")
+            out, self.head = (self.head, b"") if self.head else (b"\0" * 16, b"")
+            return out
+
+    sock = Trickle()
+    monkeypatch.setattr(runner.select, "select", lambda r, w, x, t=None: (list(r), [], []))
+    h = _handle(sock)
+    t = time.monotonic()
+    with pytest.raises(TimedOut):
+        h.receive(t + 0.05, 256 << 20, more=True)
+    late = time.monotonic() - t - 0.05
+    assert late < runner.COALESCE + 0.1, late
