@@ -324,6 +324,11 @@ def time_cases(assignment: str) -> tuple[float, float, float]:
 # ----------------------------------------------------------------------------------------------- report
 
 
+def _median(runs: list[dict]) -> dict:
+    """The median run, by wall time."""
+    return sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]
+
+
 def bench(
     assignment: str, sizes: list[int], workers: int, n_baseline: int, tmp: Path, repeat: int = 1
 ) -> None:
@@ -353,7 +358,7 @@ def bench(
         runs = [
             run_grade(assignment, folder, tmp / f"{assignment}-{n}-out", workers, cwd) for _ in range(repeat)
         ]
-        r = sorted(runs, key=lambda x: x["wall"])[len(runs) // 2]  # the median run (by wall time)
+        r = _median(runs)
         spreads[n] = [x["wall"] for x in runs]
         assert r["n"] == n, f"{r['n']} reports for {n} submissions"
         rows[n] = r
@@ -392,7 +397,7 @@ def bench(
     files = sorted(folder.glob("*.py"))
     sample = files[:: max(1, len(files) // n_baseline)][:n_baseline]
     baselines = [run_baseline(assignment, sample, workers, tmp) for _ in range(repeat)]
-    b = sorted(baselines, key=lambda x: x["wall"])[len(baselines) // 2]
+    b = _median(baselines)
     b_per = b["wall"] / b["n"]
     ours = rows[big]["wall"] / big
     agree = sum(abs(b["results"][p.stem]["score"] - rows[big]["scores"][p.stem]) < 1e-6 for p in sample)

@@ -385,7 +385,7 @@ class WorkerHandle:
         buf = self.buf
         need = wire.HEADER.size
         header: tuple[int, int] | None = None
-        napped = not more
+        nap = more
         while True:
             if header is None and len(buf) >= wire.HEADER.size:
                 jlen, plen = wire.HEADER.unpack(bytes(buf[: wire.HEADER.size]))
@@ -402,8 +402,8 @@ class WorkerHandle:
                 payload = bytes(buf[wire.HEADER.size + header[0] : need])
                 del buf[:need]
                 return wire.decode(js, payload)
-            if not napped and header is None and len(buf) < wire.HEADER.size:
-                napped = True
+            if nap and header is None:  # not even a whole header here yet
+                nap = False
                 time.sleep(min(COALESCE, max(0.0, deadline - time.monotonic())))
             left = deadline - time.monotonic()
             fds = [self.sock] + ([self.out] if self.out is not None else [])

@@ -126,23 +126,28 @@ def encode(message: dict[str, Any], tree: Any = None) -> bytes:
 
 _DTYPE_NAMES = {np.dtype(n): n for n in ALLOWED_DTYPES if n != "bfloat16"}  # str(dtype) costs microseconds
 _RECEIVED_DTYPES = {n: np.dtype("float32" if n == "bfloat16" else n) for n in ALLOWED_DTYPES}
-_TENSOR: list[type] = []
+_TORCH: list[Any] = []  # torch, once imported (an import statement per value costs a lookup each time)
 
 
-def _is_tensor(v: Any) -> bool:
-    if not _TENSOR:
+def _torch() -> Any:
+    if not _TORCH:
         try:
             import torch
         except ImportError:  # pragma: no cover - torch is a dependency
-            return False
-        _TENSOR.append(torch.Tensor)
-    return isinstance(v, _TENSOR[0])
+            return None
+        _TORCH.append(torch)
+    return _TORCH[0]
+
+
+def _is_tensor(v: Any) -> bool:
+    torch = _torch()
+    return torch is not None and isinstance(v, torch.Tensor)
 
 
 def _tensor_to_numpy(t: Any) -> np.ndarray | None:
     """A numpy view of a tensor's data (encode copies it at once), bypassing subclass overrides and any
     torch-function mode the student's code left on."""
-    torch = _TORCH[0] if _TORCH else _load_torch()
+    torch = _torch()
     try:
         with torch._C.DisableTorchFunction():
             base = t if type(t) is torch.Tensor else torch.Tensor._make_subclass(torch.Tensor, t.detach())
@@ -151,16 +156,6 @@ def _tensor_to_numpy(t: Any) -> np.ndarray | None:
             return base.numpy(force=True)  # detach().cpu().resolve_conj().resolve_neg().numpy() in one
     except Exception:
         return None
-
-
-_TORCH: list[Any] = []
-
-
-def _load_torch() -> Any:
-    import torch
-
-    _TORCH.append(torch)
-    return torch
 
 
 def decode(js: bytes, payload: bytes) -> tuple[dict[str, Any], Any]:
