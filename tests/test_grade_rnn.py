@@ -9,6 +9,7 @@ import gc
 import json
 import os
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -281,6 +282,29 @@ def test_the_zygote_starts_before_the_command_imports_torch(tmp_path, command):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert "torch imported: False" in r.stdout, r.stdout + r.stderr
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_zygotes_object_arenas_ask_for_huge_pages(zygote):
+    """Python's arenas (anonymous mappings, not malloc's heap) are marked for transparent huge pages, so a
+    fork copies and an exit frees one page-table entry per 2 MiB of them (1.5 ms less per submission)."""
+    try:
+        thp = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    except OSError:
+        pytest.skip("no transparent huge pages on this kernel")
+    if "[never]" in thp:
+        pytest.skip("transparent huge pages are off on this machine")
+    zygote._wait_ready()
+    mappings = []  # (size, name, VmFlags) per mapping of the zygote
+    for line in Path(f"/proc/{zygote.pid}/smaps").read_text().splitlines():
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            fields = line.split()
+            start, end = (int(x, 16) for x in fields[0].split("-"))
+            mappings.append([end - start, fields[5] if len(fields) > 5 else "", ""])
+        elif line.startswith("VmFlags:"):
+            mappings[-1][2] = line.split(":", 1)[1].split()
+    size, _, flags = max(m for m in mappings if m[1] == "")  # the largest anonymous mapping: arenas
+    assert size >= 8 << 20  # torch's import leaves tens of MiB of them
+    assert "hg" in flags  # madvise(MADV_HUGEPAGE)
 
 
 def test_check_defaults_to_the_file_in_the_current_folder(runner, tmp_path, monkeypatch, reuse_zygote):
