@@ -7,6 +7,7 @@ run on the same float32 inputs), so the dtype to expect is passed separately.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,14 +123,16 @@ def compare_values(
         if reveal:
             msg += f" (expected {expected[idx].item()}, got {got[idx].item()})"
         return Comparison(False, msg, None, idx)
+    if expected.size == 0:
+        return PASS
+    bound = _bound(expected, tol)
+    if bound is not None:  # the common case first: a finite reference, and got close to it everywhere
+        with np.errstate(over="ignore"):
+            err = np.abs(np.subtract(got, expected, dtype=np.float64))  # NaN or inf where got is not finite
+        if np.count_nonzero(err <= bound) == err.size:  # not at a NaN; an inf exceeds any finite bound
+            return PASS
     e = np.asarray(expected, dtype=np.float64)
     g = np.asarray(got, dtype=np.float64)
-    if e.size == 0:
-        return PASS
-    with np.errstate(invalid="ignore", over="ignore"):  # the common case first: everything finite and close
-        err = np.abs(g - e)  # NaN or inf where either is not finite
-        if (err <= tol.atol + tol.rtol * np.abs(e)).all() and np.isfinite(err).all():
-            return PASS
     finite_g = np.isfinite(g)
     if not np.array_equal(finite_g, np.isfinite(e)):
         bad = finite_g != np.isfinite(e)
@@ -155,6 +158,28 @@ def compare_values(
         digits = next((d for d in (6, 10, 17) if f"{e[idx]:.{d}g}" != f"{g[idx]:.{d}g}"), 17)
         msg += f"; expected {e[idx]:.{digits}g}, got {g[idx]:.{digits}g}"
     return Comparison(False, msg, max_err, idx)
+
+
+_BOUNDS: dict[int, tuple[weakref.ref, Tolerance, np.ndarray | None]] = {}
+
+
+def _bound(expected: np.ndarray, tol: Tolerance) -> np.ndarray | None:
+    """atol + rtol * |expected| in float64, or None where expected has a value that is not finite.
+
+    Kept while `expected` lives: a case set's reference outputs are compared with every submission's,
+    and this is half the work of a passing comparison."""
+    key = id(expected)
+    hit = _BOUNDS.get(key)
+    if hit is not None and hit[0]() is expected and hit[1] == tol:
+        return hit[2]
+    e = np.asarray(expected, dtype=np.float64)
+    bound = tol.atol + tol.rtol * np.abs(e) if np.isfinite(e).all() else None
+    try:
+        ref = weakref.ref(expected, lambda _, key=key: _BOUNDS.pop(key, None))
+    except TypeError:  # not weak-referenceable (a numpy scalar): not kept
+        return bound
+    _BOUNDS[key] = (ref, tol, bound)
+    return bound
 
 
 def compare_tree(

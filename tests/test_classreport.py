@@ -4,6 +4,7 @@ that sees through renaming and reformatting but not across independently written
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 from html.parser import HTMLParser
@@ -157,3 +158,27 @@ def test_report_without_submissions_and_errors(graded, tmp_path):
     empty.mkdir()
     assert "No graded submissions" in classreport.write_report(empty).read_text()
     assert CliRunner().invoke(main, ["report", "--help"]).exit_code == 0
+
+
+def test_report_json_reads_back_as_written_with_one_line_per_test():
+    """Per-student JSON: what json.loads gives back is the report, whatever its values hold (unicode, NaN,
+    nesting, empty containers); each test sits on its own line for a reader."""
+    from grader import report
+
+    data = {
+        "score": 1.5,
+        "tests": [{"name": "rnn_forward: forward (hidden, float32)", "output": 'é\n"x"', "tags": ["a"]}] * 3,
+        "extra_data": {
+            "student": "Zoë",
+            "nested": {"a": [1, {"b": None}], "e": {}, "l": []},
+            "nan": float("nan"),
+        },
+        "empty": [],
+    }
+    text = report.json_dumps(data)
+    back = json.loads(text)
+    assert back["tests"] == data["tests"] and back["empty"] == []
+    assert back["extra_data"]["nested"] == data["extra_data"]["nested"]
+    assert back["extra_data"]["student"] == "Zoë" and back["extra_data"]["nan"] != back["extra_data"]["nan"]
+    test_lines = [line for line in text.splitlines() if '"name": "rnn_forward' in line]
+    assert len(test_lines) == 3 and all('"tags": ["a"]' in line for line in test_lines)

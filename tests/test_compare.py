@@ -64,6 +64,24 @@ def test_rtol_scales_with_magnitude():
     assert not compare_array("h", np.array([1.0]), t([1.5]), tol).ok
 
 
+def test_a_reference_compared_again_keeps_its_own_tolerance_and_values():
+    """The bound kept per reference array (one case set, many submissions) follows the tolerance asked
+    for and dies with its array: a new array at the same address gets its own."""
+    e = np.array([1.0, 2.0, 3.0])
+    assert compare_array("h", e, t(e + 5e-4), Tolerance(1e-3, 0.0)).ok
+    assert not compare_array("h", e, t(e + 5e-4), Tolerance(1e-4, 0.0)).ok
+    assert compare_array("h", e, t(e + 5e-4), Tolerance(1e-3, 0.0)).ok
+    for shift in (10.0, 20.0, 30.0):  # freed and allocated again: often the same id
+        del e
+        e = np.array([1.0, 2.0, 3.0]) + shift
+        assert compare_array("h", e, t(e), TOL).ok
+        assert not compare_array("h", e, t(e - 10.0), TOL).ok
+    e = np.array([1.0, np.inf])  # a reference that is not finite everywhere takes the careful path
+    assert not compare_array("h", e, t([1.0, 5.0]), TOL).ok
+    assert not compare_array("h", e, t([1.0, np.nan]), TOL).ok
+    assert compare_array("h", e, t([1.0, np.inf]), TOL).ok
+
+
 def test_integer_and_exact_comparisons():
     e = np.array([1, -1, 1], dtype=np.int64)
     assert compare_array("s", e, t(e, "int64"), EXACT).ok
