@@ -164,19 +164,22 @@ def decode(js: bytes, payload: bytes) -> tuple[dict[str, Any], Any]:
         body = json.loads(js.decode())
     except (UnicodeDecodeError, ValueError) as e:
         raise BadReply(f"unreadable reply ({e.__class__.__name__})") from None
-    if not isinstance(body, dict) or "tree" not in body:
+    if type(body) is not dict or "tree" not in body:
         raise BadReply("reply without a value")
-    count = [0]
+    count = 0
+    end = len(payload)
+    frombuffer, dtypes = np.frombuffer, _RECEIVED_DTYPES
 
-    def node(n: Any, depth: int) -> Any:
-        count[0] += 1
-        if count[0] > MAX_NODES or depth > MAX_DEPTH:
+    def node(n: Any, depth: int) -> Any:  # json.loads makes exact dicts, lists, strs, ints: type() is
+        nonlocal count
+        count += 1
+        if count > MAX_NODES or depth > MAX_DEPTH:
             raise BadReply("reply structure too large or too deep")
-        if not isinstance(n, dict) or len(n) == 0:
+        if type(n) is not dict or not n:
             raise BadReply("malformed reply node")
         if "a" in n:
-            dt, sh, ref = n.get("dt"), n.get("sh"), n.get("a")
-            dtype = _RECEIVED_DTYPES.get(dt) if isinstance(dt, str) else None
+            dt, sh, ref = n.get("dt"), n.get("sh"), n["a"]
+            dtype = dtypes.get(dt) if type(dt) is str else None
             if dtype is None:
                 raise BadReply(f"array of dtype {dt!r} is not accepted")
             if type(sh) is not list or len(sh) > MAX_DIMS or type(ref) is not list or len(ref) != 2:
@@ -189,14 +192,22 @@ def decode(js: bytes, payload: bytes) -> tuple[dict[str, Any], Any]:
             offset, nbytes = ref
             if type(offset) is not int or type(nbytes) is not int or offset < 0 or nbytes < 0:
                 raise BadReply("malformed array node")
-            if size * dtype.itemsize != nbytes or offset + nbytes > len(payload):
+            if size * dtype.itemsize != nbytes or offset + nbytes > end:
                 raise BadReply("array bytes do not match its shape")
             try:  # an empty array may still name dimensions numpy refuses ([0, 2**70])
-                arr = np.frombuffer(payload, dtype=dtype, count=size, offset=offset).reshape(sh).copy()
+                arr = frombuffer(payload, dtype, size, offset).copy()
+                if len(sh) != 1:
+                    arr = arr.reshape(sh)
             except (ValueError, OverflowError, MemoryError):
                 raise BadReply("malformed array node") from None
             return Received(arr, "ndarray" if n.get("k") == "ndarray" else "tensor")
-        key, val = next(iter(n.items()))
+        for key, val in n.items():  # the first (a scalar or container node has one key)
+            break
+        if key == "t" or key == "l":
+            if type(val) is not list:
+                _bad()
+            items = [node(x, depth + 1) for x in val]
+            return tuple(items) if key == "t" else items
         if key == "f":
             return float(val) if isinstance(val, (int, float)) else _bad()
         if key == "i":
@@ -207,17 +218,12 @@ def decode(js: bytes, payload: bytes) -> tuple[dict[str, Any], Any]:
             return str(val)[:10_000] if isinstance(val, str) else _bad()
         if key == "n":
             return None
-        if key in ("t", "l"):
-            if not isinstance(val, list):
-                _bad()
-            items = [node(x, depth + 1) for x in val]
-            return tuple(items) if key == "t" else items
         if key == "d":
-            if not isinstance(val, list):
+            if type(val) is not list:
                 _bad()
             out: dict[str, Any] = {}
             for item in val:
-                if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)):
+                if not (type(item) is list and len(item) == 2 and type(item[0]) is str):
                     _bad()
                 out[item[0]] = node(item[1], depth + 1)
             return out
