@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import queue
 import shutil
 import tempfile
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,39 +179,57 @@ def grade_local(
 ) -> Iterator[tuple[dict[str, Any], str]]:
     """Reports in completion order, `workers` submissions running at a time.
 
-    A slot only runs the submission in its worker; judging, scoring and rendering the report happen
-    on one more thread, so a slot starts its next worker at once. At most 2 x workers submissions are
-    in flight, so a slow one never makes finished ones pile up in memory.
+    Each slot thread takes its next submission itself as soon as its worker is done: the caller's own
+    work between reports (writing them, with an fsync each) never leaves a slot idle. Judging, scoring and
+    rendering happen on one more thread. At most 4 x workers submissions are between being taken and
+    being handed to the caller, so a slow caller or a slow scorer never makes results pile up in memory.
     """
     todo = iter(subs)
     workers = max(1, workers)
-    with (
-        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqgrade-slot") as slots,
+    take = threading.Lock()
+    room = threading.Semaphore(4 * workers)  # one permit per submission taken and not yet handed over
+    stop = threading.Event()
+    finished: queue.SimpleQueue[Future | None] = queue.SimpleQueue()  # a report's future; None: a slot ended
+
+    def slot(scorer: ThreadPoolExecutor) -> None:
+        try:
+            while True:
+                room.acquire()
+                with take:
+                    sub = None if stop.is_set() else next(todo, None)
+                if sub is None:
+                    return
+                try:
+                    run = run_submission(zygote, plan, cases, sub, options)
+                except BaseException as e:  # our fault (the zygote died...): the caller raises it
+                    failed: Future = Future()
+                    failed.set_exception(e)
+                    finished.put(failed)
+                    return
+                finished.put(scorer.submit(_report, plan, cases, sub, run, case_key))
+        finally:
+            finished.put(None)
+
+    with (  # on the way out the slots end first: none is left to hand the scorer a submission
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqgrade-score") as scorer,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqgrade-slot") as slots,
     ):
-        pending: set[Future] = set()
-
-        def run_then_score(sub: Submission) -> Future:
-            run = run_submission(zygote, plan, cases, sub, options)
-            return scorer.submit(_report, plan, cases, sub, run, case_key)
-
-        def submit_next() -> None:
-            sub = next(todo, None)
-            if sub is not None:
-                pending.add(slots.submit(run_then_score, sub))
-
-        for _ in range(2 * workers):
-            submit_next()
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in finished:
-                pending.discard(fut)
+        for _ in range(workers):
+            slots.submit(slot, scorer)
+        running = workers
+        try:
+            while running:
+                fut = finished.get()
+                if fut is None:
+                    running -= 1
+                    continue
                 out = fut.result()
-                if isinstance(out, Future):  # a slot is free: its submission is being scored
-                    pending.add(out)
-                    submit_next()
-                else:
-                    yield out
+                room.release()
+                yield out
+        finally:
+            stop.set()  # an error, Ctrl-C or a caller that stopped early: slots take nothing more
+            for _ in range(workers):
+                room.release()  # a slot waiting for room wakes up, sees stop and ends
 
 
 # ----------------------------------------------------------------------------------------------- a class

@@ -458,3 +458,54 @@ def test_a_pair_that_raises_gives_the_forward_call_its_own_call_on_its_own_input
     x_t, h, W_ih, W_hh, b_ih, b_hh = (a.clone() for a in calls[j][1]["args"])
     h = h_before + 1.0
     assert torch.allclose(alone_tree["value"], torch.tanh(x_t @ W_ih.T + b_ih + h @ W_hh.T + b_hh))
+
+
+def test_slots_keep_grading_while_the_caller_writes_and_stay_bounded(monkeypatch):
+    """A caller busy between reports (writing them, an fsync each) does not stall the slots: they take
+    their next submissions themselves, up to 4 x workers ahead of the caller and no further."""
+    import threading
+    import time
+
+    from grader import pipeline
+
+    started = []
+    lock = threading.Lock()
+
+    def fake_run(zygote, plan, cases, sub, options):
+        with lock:
+            started.append(sub)
+        return sub
+
+    monkeypatch.setattr(pipeline, "run_submission", fake_run)
+    monkeypatch.setattr(pipeline, "_report", lambda plan, cases, sub, run, key: ({"student": sub}, ""))
+    stream = pipeline.grade_local(
+        None, None, None, [f"s{i}" for i in range(20)], None, workers=2, case_key="k"
+    )
+    first = next(stream)
+    deadline = time.monotonic() + 10
+    while len(started) < 9 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)  # room for any slot that would overrun the bound
+    assert len(started) == 9  # the one handed over, and 4 x 2 ahead while the caller is busy
+    rest = list(stream)
+    assert sorted([first[0]["student"]] + [r["student"] for r, _ in rest]) == sorted(
+        f"s{i}" for i in range(20)
+    )
+    assert len(started) == 20
+
+
+def test_our_fault_in_a_slot_stops_the_run_with_that_error(monkeypatch):
+    from grader import pipeline
+
+    def fake_run(zygote, plan, cases, sub, options):
+        if sub == "s3":
+            raise RuntimeError("the zygote process died")
+        return sub
+
+    monkeypatch.setattr(pipeline, "run_submission", fake_run)
+    monkeypatch.setattr(pipeline, "_report", lambda plan, cases, sub, run, key: ({"student": sub}, ""))
+    stream = pipeline.grade_local(
+        None, None, None, [f"s{i}" for i in range(50)], None, workers=2, case_key="k"
+    )
+    with pytest.raises(RuntimeError, match="zygote process died"):
+        list(stream)
