@@ -172,6 +172,62 @@ def write_public(plan: Plan, path: Path | None = None) -> Path:
     return out
 
 
+def public_difference(plan: Plan, path: Path | None = None) -> str:
+    """Where the shipped public cases differ from what the plan and the reference give now ('' if nowhere):
+    the calls and inputs bit for bit, the expected outputs to rtol 1e-9, atol 1e-12. The references run in
+    float64 and another CPU family's BLAS kernels round their last bits differently (1e-13 relative, seen
+    between an Intel and an AMD machine), which is not a change of the plan or the reference."""
+    import tempfile
+
+    old = load_public(plan, path)
+    with tempfile.TemporaryDirectory() as tmp:
+        new = load_public(plan, write_public(plan, Path(tmp) / "fresh.npz"))
+    if len(old.items) != len(new.items):
+        return f"{len(old.items)} cases shipped, {len(new.items)} now"
+    for a, b in zip(old.items, new.items, strict=True):
+        where = f"{a.function}, {a.kind} ({a.case.dtype}, {a.case.label})"
+        if (a.function, a.check, a.kind, a.case.dtype, a.case.label) != (
+            b.function,
+            b.check,
+            b.kind,
+            b.case.dtype,
+            b.case.label,
+        ):
+            return f"{where}: the case itself"
+        calls_a = [(c.function, c.grad_wrt, c.args, c.projection) for c in a.calls]
+        calls_b = [(c.function, c.grad_wrt, c.args, c.projection) for c in b.calls]
+        pairs = zip(_leaves([a.case.inputs, calls_a]), _leaves([b.case.inputs, calls_b]), strict=False)
+        for (pa, x), (pb, y) in pairs:
+            if pa != pb or not np.array_equal(x, y) or x.dtype != y.dtype:
+                return f"{where}: the inputs at {pa}"
+        for (pa, x), (pb, y) in zip(_leaves(a.expected), _leaves(b.expected), strict=False):
+            same = pa == pb and x.shape == y.shape and x.dtype == y.dtype
+            if same and x.dtype.kind == "f":
+                same = bool(np.allclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True))
+            elif same:
+                same = bool(np.array_equal(x, y))
+            if not same:
+                return f"{where}: the expected output{pa}"
+    return ""
+
+
+def _leaves(tree: Any, path: str = "") -> Any:
+    """(path, numpy array) for every leaf of a case tree: tensors, received arrays, numbers, strings, None."""
+    if isinstance(tree, (list, tuple)):
+        if not tree:
+            yield path, np.asarray(type(tree).__name__)
+        for i, x in enumerate(tree):
+            yield from _leaves(x, f"{path}[{i}]")
+    elif isinstance(tree, dict):
+        yield path, np.asarray(sorted(map(str, tree)))
+        for k, x in tree.items():
+            yield from _leaves(x, f"{path}.{k}")
+    elif isinstance(tree, torch.Tensor):
+        yield path, tree.detach().numpy()
+    else:
+        yield path, np.asarray(getattr(tree, "array", tree), dtype=object if tree is None else None)
+
+
 def load_public(plan: Plan, path: Path | None = None) -> CaseSet:
     p = Path(path) if path else public_path(plan)
     if not p.is_file():

@@ -20,12 +20,9 @@ import ast
 import json
 import shutil
 import sys
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from grader.errors import ConfigError
 from grader.plan import Plan, load_plan
@@ -313,13 +310,10 @@ def plan_closure(name: str) -> list[str]:
 def _check_public_current(plan: Plan, public: Path) -> None:
     from grader import cases
 
-    with tempfile.TemporaryDirectory() as tmp:
-        fresh = cases.write_public(plan, Path(tmp) / public.name)
-        with np.load(fresh, allow_pickle=False) as a, np.load(public, allow_pickle=False) as b:
-            same = sorted(a.files) == sorted(b.files) and all(np.array_equal(a[k], b[k]) for k in a.files)
-    if not same:
+    difference = cases.public_difference(plan, public)
+    if difference:
         raise ConfigError(
-            f"student_template/{public.name} is out of date with the plan or the reference: "
+            f"student_template/{public.name} is out of date with the plan or the reference ({difference}): "
             f"run python -m grader.cases build-public {plan.name}"
         )
 

@@ -201,8 +201,7 @@ def decode(js: bytes, payload: bytes) -> tuple[dict[str, Any], Any]:
             except (ValueError, OverflowError, MemoryError):
                 raise BadReply("malformed array node") from None
             return Received(arr, "ndarray" if n.get("k") == "ndarray" else "tensor")
-        for key, val in n.items():  # the first (a scalar or container node has one key)
-            break
+        key, val = next(iter(n.items()))  # a scalar or container node has one key
         if key == "t" or key == "l":
             if type(val) is not list:
                 _bad()
