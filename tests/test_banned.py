@@ -423,3 +423,49 @@ def test_hostile_aliases_and_chains_end_quickly():
     assert scan(src, ["f"], {"f": ("torch.lstm_cell",)}) == {"f": ["torch.lstm_cell"]}
     src = "import torch\ndef f(x):\n    return torch.ops.aten.lstm_cell" + ".b" * 2000 + "\n"
     assert scan(src, ["f"], {"f": ("torch.lstm_cell",)}) == {"f": ["torch.lstm_cell"]}
+
+
+def test_the_tracer_sees_every_route_to_a_banned_op_and_leaves_other_calls_alone():
+    """In a fresh interpreter (install() patches torch for good): each route to a banned op records the
+    ban, inside a student's function only; ordinary torch calls run untouched, with no TorchFunctionMode
+    (one on every call cost 1.3 us each, 4-8 ms of a gated submission)."""
+    import subprocess
+    import sys
+
+    code = """
+import torch
+from grader import banned, worker
+from grader.plan import load_plan
+plan = load_plan("transformer")
+bans = sorted(set(plan.banned) | {b for f in plan.functions for b in f.banned})
+tracer = worker.Tracer()
+tracer.install(bans)
+x = torch.randn(2, 3, 4)
+ln = torch.nn.LayerNorm(4)  # built outside any student function: nothing recorded yet
+routes = {
+    "vf": lambda: torch._VF.layer_norm(x, (4,)),
+    "variable_functions": lambda: getattr(torch._C._VariableFunctions, "layer" + "_norm")(x, (4,)),
+    "variable_functions_class": lambda: torch._C._VariableFunctionsClass.native_layer_norm(x, (4,), None, None, 1e-5),
+    "aten_packet": lambda: torch.ops.aten.layer_norm(x, [4]),
+    "aten_overload": lambda: getattr(torch.ops.aten, "native_layer" + "_norm").default(x, [4], None, None, 1e-5),
+    "c_nn": lambda: torch._C._nn.scaled_dot_product_attention(x, x, x),
+    "aten_math": lambda: torch.ops.aten._scaled_dot_product_attention_math(x, x, x),
+    "module": lambda: ln(x),
+}
+for name, route in routes.items():
+    tracer.reset(bans)
+    route()
+    assert not tracer.hits, (name, "recorded outside a student function")
+    with tracer.attributed("f"):
+        assert not torch._C._is_torch_function_mode_enabled()
+        route()
+    assert tracer.hits and tracer.hits <= set(bans), (name, tracer.hits)
+tracer.reset(bans)
+with tracer.attributed("f"):
+    torch.softmax(x @ x.mT, -1)[0].tanh().sum()
+assert not tracer.hits, tracer.hits
+assert isinstance(torch.ops.aten.layer_norm, torch._ops.OpOverloadPacket)
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.stdout.strip() == "ok", r.stdout + r.stderr
