@@ -907,7 +907,6 @@ class Tracer:
         self.ops: frozenset[str] = frozenset()  # op names of the installed bans' families
         self.wrapped: dict[Any, Any] = {}  # our recording wrapper -> the function it wraps
         self.installed: list[str] | None = None  # the bans install() was given, sorted
-        self.vf_module: Any = None  # torch's own torch._VF, once a proxy stands in for it
 
     def reset(self, active: list[str]) -> None:
         self.hits = set()
@@ -980,7 +979,8 @@ class Tracer:
     def _install_vf(self) -> None:
         import torch
 
-        vf = self.vf_module = torch._VF
+        _torch_vf_module()  # torch's own, kept before the proxy stands in for it
+        vf = torch._VF
         tracer = self
         kernels = self.VF_KERNELS
 
@@ -1039,8 +1039,8 @@ class Tracer:
         for name in ("_VariableFunctions", "_VariableFunctionsClass"):
             if hasattr(torch._C, name):
                 setattr(torch._C, name, _FunctionsProxy(getattr(torch._C, name)))
-        vf_module = self.vf_module or sys.modules.get("torch._VF")  # torch._VF.<op> reads its .vf
-        if isinstance(vf_module, types.ModuleType) and hasattr(vf_module, "vf"):
+        vf_module = _torch_vf_module()  # torch._VF.<op> reads through its .vf
+        if vf_module is not None:
             vf_module.vf = torch._C._VariableFunctions
 
         aten = torch.ops.aten
@@ -1082,6 +1082,19 @@ class Tracer:
             ov_copy._overloadpacket = copy
             copy.__dict__[name] = ov_copy
         return copy
+
+
+_VF_MODULE: list[Any] = []  # torch's own torch._VF module, found before any proxy replaced it
+
+
+def _torch_vf_module() -> Any:
+    if not _VF_MODULE:
+        import torch
+
+        vf = sys.modules.get("torch._VF", getattr(torch, "_VF", None))
+        if isinstance(vf, types.ModuleType) and hasattr(vf, "vf"):
+            _VF_MODULE.append(vf)
+    return _VF_MODULE[0] if _VF_MODULE else None
 
 
 class _Attributed:
