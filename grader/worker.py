@@ -966,11 +966,15 @@ class Tracer:
                 original.__name__, (original,), {"__init__": __init__, "__module__": original.__module__}
             )
 
+        return self._recording(original, self.record, dotted)
+
+    def _recording(self, original: Any, record: Any, name: str) -> Any:
+        """A wrapper of function `original` that calls record(name) first (kept in self.wrapped)."""
         import functools
 
         @functools.wraps(original)
         def wrapper(*a, **k):
-            tracer.record(dotted)
+            record(name)
             return original(*a, **k)
 
         self.wrapped[wrapper] = original
@@ -996,23 +1000,15 @@ class Tracer:
 
     def _install_ops(self, names: list[str]) -> None:
         """Wrap the routes to the ops of the bans' families (after the named bans: their wrappers stay)."""
-        import functools
-
         import torch
 
         self.ops = frozenset().union(*(banned.family(n) for n in names))
         if not self.ops:
             return
-        tracer, ops = self, sorted(self.ops)
+        ops = sorted(self.ops)
 
         def wrap(op: str, original: Any) -> Any:
-            @functools.wraps(original)
-            def wrapper(*a, **k):
-                tracer.record_op(op)
-                return original(*a, **k)
-
-            self.wrapped[wrapper] = original
-            return wrapper
+            return self._recording(original, self.record_op, op)
 
         spaces = [torch, torch.nn.functional, torch.functional]
         spaces += [
