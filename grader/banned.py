@@ -103,7 +103,7 @@ def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...
         tree = ast.parse(source)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return {}
-    nodes = _walk(tree)
+    nodes, inside = _walk(tree)
     defs = {n.name: n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
     aliases = _aliases(nodes, set(defs))
     refs: dict[str, set[str]] = {}
@@ -111,15 +111,18 @@ def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...
     for name, node in defs.items():
         names = set()
         called = set()
-        for sub in _walk(node):
-            dotted = _dotted(sub)
-            if dotted:
+        done: set[str] = set()
+        for sub in inside[node]:
+            kind = type(sub)
+            dotted = _dotted(sub) if kind in _CHAINS else None
+            if dotted and dotted not in done:
+                done.add(dotted)
                 names.update(_resolve(dotted, aliases))
                 if dotted.partition(".")[0] in defs:
                     called.add(dotted.partition(".")[0])
-            if isinstance(sub, ast.Attribute) and sub.attr in ("backward", "_VF"):
+            if kind is ast.Attribute and sub.attr in ("backward", "_VF"):
                 names.add(f"*.{sub.attr}")
-            if isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+            if kind is ast.Constant and isinstance(sub.value, str):
                 m = _ATEN_STRING.match(sub.value)  # torch._C._get_operation_overload("aten::...", "")
                 if m:
                     names.add(f"torch.ops.aten.{m.group(1)}")
@@ -278,20 +281,38 @@ def _matches(used: str, banned: str) -> bool:
     return u_parts[0] == b_parts[0] and len(b_parts) >= 2 and b_parts[-2] in u_parts
 
 
-def _walk(node: ast.AST) -> list[ast.AST]:
-    """ast.walk's nodes, in its (breadth-first) order, as a list: a third of its time."""
-    out = [node]
+_CHAINS = (ast.Attribute, ast.Call, ast.Subscript, ast.Name)  # the nodes _dotted can read a name from
+_DEFS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _walk(tree: ast.AST) -> tuple[list[ast.AST], dict[ast.AST, list[ast.AST]]]:
+    """ast.walk's nodes, in its (breadth-first) order, as a list (a third of its time), and for each
+    function definition the nodes of its subtree, itself included (nested definitions' too). Load/Store
+    markers are left out: no name is read from them."""
+    out = [tree]
+    owners: list[tuple[ast.AST, ...]] = [()]  # the definitions each node is inside
+    inside: dict[ast.AST, list[ast.AST]] = {}
     i = 0
     while i < len(out):
-        n = out[i]
+        n, own = out[i], owners[i]
         i += 1
+        for d in own:
+            inside[d].append(n)
+        if isinstance(n, _DEFS):
+            inside[n] = [n]
+            own = (*own, n)
         for f in n._fields:
+            if f == "ctx":
+                continue
             v = getattr(n, f, None)
             if isinstance(v, ast.AST):
                 out.append(v)
+                owners.append(own)
             elif isinstance(v, list):
-                out.extend(x for x in v if isinstance(x, ast.AST))
-    return out
+                children = [x for x in v if isinstance(x, ast.AST)]
+                out += children
+                owners += [own] * len(children)
+    return out, inside
 
 
 def _is_name(node: ast.AST, name: str) -> bool:
