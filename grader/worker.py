@@ -977,6 +977,7 @@ class Tracer:
             record(name)
             return original(*a, **k)
 
+        del wrapper.__wrapped__  # no handle on the original for the student's code
         self.wrapped[wrapper] = original
         return wrapper
 
@@ -1020,21 +1021,22 @@ class Tracer:
                 if callable(original) and not isinstance(original, type) and original not in self.wrapped:
                     setattr(space, op, wrap(op, original))
 
-        class _FunctionsProxy:  # torch._C._VariableFunctions(Class): immutable, so replaced by a proxy
-            def __init__(self_inner, real: Any) -> None:
-                self_inner._real = real
-                self_inner._ops = {op: wrap(op, getattr(real, op)) for op in ops if hasattr(real, op)}
+        def functions_proxy(real: Any) -> Any:  # the real object only in a closure, not as an attribute
+            recording = {op: wrap(op, getattr(real, op)) for op in ops if hasattr(real, op)}
 
-            def __getattr__(self_inner, item: str) -> Any:
-                hit = self_inner._ops.get(item)
-                return hit if hit is not None else getattr(self_inner._real, item)
+            class _FunctionsProxy:
+                def __getattr__(self_inner, item: str) -> Any:
+                    hit = recording.get(item)
+                    return hit if hit is not None else getattr(real, item)
 
-            def __dir__(self_inner) -> list[str]:
-                return dir(self_inner._real)
+                def __dir__(self_inner) -> list[str]:
+                    return dir(real)
+
+            return _FunctionsProxy()
 
         for name in ("_VariableFunctions", "_VariableFunctionsClass"):
             if hasattr(torch._C, name):
-                setattr(torch._C, name, _FunctionsProxy(getattr(torch._C, name)))
+                setattr(torch._C, name, functions_proxy(getattr(torch._C, name)))
         vf_module = _torch_vf_module()  # torch._VF.<op> reads through its .vf
         if vf_module is not None:
             vf_module.vf = torch._C._VariableFunctions
@@ -1045,39 +1047,28 @@ class Tracer:
                 packet = getattr(aten, op)
             except (AttributeError, RuntimeError):
                 continue
-            setattr(aten, op, self._recording_packet(op, packet))
+            self._recording_packet(op, packet)
 
-    def _recording_packet(self, op: str, packet: Any) -> Any:
-        """A copy of torch.ops.aten.<op> whose calls, and its overloads' calls, record the op."""
-        tracer = self
-        base = type(packet)
-
-        class _Packet(base):  # type: ignore[misc, valid-type]
-            def __call__(self_inner, /, *args: Any, **kwargs: Any) -> Any:
-                tracer.record_op(op)
-                return base.__call__(self_inner, *args, **kwargs)
-
-        _Packet.__name__ = _Packet.__qualname__ = base.__name__
-        copy = object.__new__(_Packet)
-        copy.__dict__.update(packet.__dict__)
+    def _recording_packet(self, op: str, packet: Any) -> None:
+        """Make torch.ops.aten.<op>, and each of its overloads, record the op when called: their class is
+        swapped for a recording subclass in place, so torch's own tables (decompositions, vmap's and
+        grad's rules), keyed by these very objects, still find them."""
+        packet.__class__ = self._recording_class(type(packet), op)
         for name in packet.overloads():
             try:
                 overload = getattr(packet, name)
             except AttributeError:
                 continue
-            ov_base = type(overload)
+            overload.__class__ = self._recording_class(type(overload), op)
 
-            class _Overload(ov_base):  # type: ignore[misc, valid-type]
-                def __call__(self_inner, /, *args: Any, **kwargs: Any) -> Any:
-                    tracer.record_op(op)
-                    return type(self_inner).__mro__[1].__call__(self_inner, *args, **kwargs)
+    def _recording_class(self, base: type, op: str) -> type:
+        record = self.record_op
 
-            _Overload.__name__ = _Overload.__qualname__ = ov_base.__name__
-            ov_copy = object.__new__(_Overload)
-            ov_copy.__dict__.update(overload.__dict__)
-            ov_copy._overloadpacket = copy
-            copy.__dict__[name] = ov_copy
-        return copy
+        def __call__(self_inner: Any, /, *args: Any, **kwargs: Any) -> Any:  # noqa: N807
+            record(op)
+            return base.__call__(self_inner, *args, **kwargs)
+
+        return type(base.__name__, (base,), {"__call__": __call__, "__module__": base.__module__})
 
 
 _VF_MODULE: list[Any] = []  # torch's own torch._VF module, found before any proxy replaced it

@@ -468,6 +468,16 @@ with tracer.attributed("f"):
     torch.softmax(x @ x.mT, -1)[0].tanh().sum()
 assert not tracer.hits, tracer.hits
 assert isinstance(torch.ops.aten.layer_norm, torch._ops.OpOverloadPacket)
+assert not hasattr(torch.layer_norm, "__wrapped__")  # no handle on the unwrapped kernel
+# torch's tables keyed by the op objects still find them: correct code using torch.func keeps working
+worker.Tracer().install(bans_of("seq2seq"))
+logits, target = torch.randn(2, 5).log_softmax(-1), torch.tensor([1, 2])
+torch.func.vmap(lambda lp, t: torch.nn.functional.nll_loss(lp[None], t[None]))(logits, target)
+torch.func.grad(lambda a: torch.tanh(a).sum())(torch.randn(3))
+tracer.reset(bans)
+with tracer.attributed("f"):  # the third install's subclass calls the second's: no recursion
+    torch.ops.aten.native_layer_norm.default(x, [4], None, None, 1e-5)
+assert tracer.hits == {"torch.native_layer_norm"}, tracer.hits
 print("ok")
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
