@@ -15,6 +15,7 @@ flat in the class size and an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import hashlib
 import queue
@@ -199,14 +200,12 @@ def grade_local(
                     sub = None if stop.is_set() else next(todo, None)
                 if sub is None:
                     return
-                try:
-                    run = run_submission(zygote, plan, cases, sub, options)
-                except BaseException as e:  # our fault (the zygote died...): the caller raises it
-                    failed: Future = Future()
-                    failed.set_exception(e)
-                    finished.put(failed)
-                    return
+                run = run_submission(zygote, plan, cases, sub, options)
                 finished.put(scorer.submit(_report, plan, cases, sub, run, case_key))
+        except BaseException as e:  # our fault (the zygote died, the list of submissions failed): raised
+            failed: Future = Future()
+            failed.set_exception(e)
+            finished.put(failed)
         finally:
             finished.put(None)
 
@@ -313,13 +312,14 @@ def grade(
         if frozen:
             gc.freeze()
         meter = Meter(len(todo))
-        for data, markdown in stream:
-            stem = report.file_stem(data["extra_data"]["student"])
-            report.atomic_write(out / f"{stem}.md", markdown)
-            report.atomic_write(out / f"{stem}.json", report.json_dumps(data))
-            meter.tick()
-            if progress:
-                progress(meter.done, meter.total, f"{meter.rate:.1f}/s {data['extra_data']['student']}")
+        with contextlib.closing(stream):  # an error here (a full disk, Ctrl-C) stops the slots at once
+            for data, markdown in stream:
+                stem = report.file_stem(data["extra_data"]["student"])
+                report.atomic_write(out / f"{stem}.md", markdown)
+                report.atomic_write(out / f"{stem}.json", report.json_dumps(data))
+                meter.tick()
+                if progress:
+                    progress(meter.done, meter.total, f"{meter.rate:.1f}/s {data['extra_data']['student']}")
         results = [_slim(r) for r in report.read_all(out)]  # everyone graded into OUT, this run or before
         report.write_gradebook(out, results)
         return GradeRun(plan, results, len(todo), skipped, time.monotonic() - start, note, out, cache_note)

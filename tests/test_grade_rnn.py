@@ -509,3 +509,43 @@ def test_our_fault_in_a_slot_stops_the_run_with_that_error(monkeypatch):
     )
     with pytest.raises(RuntimeError, match="zygote process died"):
         list(stream)
+
+
+def test_an_error_while_writing_reports_stops_the_slots(monkeypatch, tmp_path, zygote):
+    """A full disk (or Ctrl-C) while a report is written ends the run with that error and closes the
+    stream of results, which stops the slot threads (left open, they waited forever at exit)."""
+    from grader import pipeline, report
+
+    closed = []
+
+    def results(*args, **kwargs):
+        try:
+            while True:
+                yield {"extra_data": {"student": "ann"}}, ""
+        finally:
+            closed.append(True)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pipeline, "grade_local", results)
+    monkeypatch.setattr(report, "atomic_write", disk_full)
+    subs = tmp_path / "class"
+    subs.mkdir()
+    (subs / "ann.py").write_bytes(CORRECT_FILE.read_bytes())
+    with pytest.raises(OSError, match="No space left") as error:
+        pipeline.grade("rnn", subs, tmp_path / "out", pipeline.GradeOptions(fresh=True), zygote=zygote)
+    assert closed == [True] and error.traceback  # closed by grade itself, while the error (a caller's) lives
+
+
+def test_a_failing_list_of_submissions_reaches_the_caller(monkeypatch):
+    from grader import pipeline
+
+    def subs():
+        yield "s0"
+        raise RuntimeError("could not list the submissions")
+
+    monkeypatch.setattr(pipeline, "run_submission", lambda zygote, plan, cases, sub, options: sub)
+    monkeypatch.setattr(pipeline, "_report", lambda plan, cases, sub, run, key: ({"student": sub}, ""))
+    with pytest.raises(RuntimeError, match="could not list"):
+        list(pipeline.grade_local(None, None, None, subs(), None, workers=2, case_key="k"))
