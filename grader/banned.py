@@ -108,6 +108,7 @@ def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...
     aliases = _aliases(nodes, set(defs))
     refs: dict[str, set[str]] = {}
     calls: dict[str, set[str]] = {}
+    torchy: set[str] | None = None  # names standing for torch objects (computed when first needed)
     for name, node in defs.items():
         names = set()
         called = set()
@@ -122,6 +123,13 @@ def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...
                     called.add(dotted.partition(".")[0])
             if kind is ast.Attribute and sub.attr in ("backward", "_VF"):
                 names.add(f"*.{sub.attr}")
+            unwrapped = _unwrapping(sub, kind)
+            if unwrapped is not None:
+                attr, base = unwrapped
+                if torchy is None:
+                    torchy = _torch_derived(nodes, aliases)
+                if attr.startswith("__") or _mentions_torch(base, torchy):
+                    names.add(f"{_INTERNALS} (.{attr})")
             if kind is ast.Constant and isinstance(sub.value, str):
                 m = _ATEN_STRING.match(sub.value)  # torch._C._get_operation_overload("aten::...", "")
                 if m:
@@ -140,10 +148,63 @@ def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...
             reach.add(f)
             todo.extend(calls.get(f, ()))
         used = set().union(*(refs[f] for f in reach))
-        hits = sorted(_hits(used, banned.get(fn, ())))
+        hits = sorted(_hits(used, banned.get(fn, ())) or (_internals(used) if banned.get(fn) else ()))
         if hits:
             result[fn] = hits
     return result
+
+
+# Routes around the worker's tracer (it wraps what torch's namespaces hold): the unwrapped function behind a
+# wrapper, the raw kernel inside a torch.ops object, a torch.ops namespace of one's own. No solution needs them.
+_UNWRAPPERS = frozenset({"__wrapped__", "__closure__", "_op", "_op_dk", "_handle"})
+_INTERNAL_PATHS = ("torch._ops", "torch._C._get_operation_overload", "torch._C._jit_get_operation")
+_INTERNALS = "torch internals that go around the ban checks"
+
+
+def _internals(used: Iterable[str]) -> set[str]:
+    """The uses of torch internals among `used` (reported as such when a function has bans)."""
+    found = {u for u in used if u.startswith(_INTERNALS)}
+    for u in used:
+        path = next((p for p in _INTERNAL_PATHS if u == p or u.startswith(p + ".")), None)
+        if path:
+            found.add(f"{_INTERNALS} ({path})")
+    return found
+
+
+def _unwrapping(node: ast.AST, kind: type) -> tuple[str, ast.AST] | None:
+    """(attribute, the expression it is read from) for x.<unwrapper> and getattr(x, "<unwrapper>"[, d])."""
+    if kind is ast.Attribute and node.attr in _UNWRAPPERS:  # type: ignore[attr-defined]
+        return node.attr, node.value  # type: ignore[attr-defined]
+    if kind is ast.Call and _is_name(node.func, "getattr") and len(node.args) >= 2:  # type: ignore[attr-defined]
+        key = node.args[1]  # type: ignore[attr-defined]
+        if _is_str(key) and key.value in _UNWRAPPERS:  # type: ignore[attr-defined]
+            return key.value, node.args[0]  # type: ignore[attr-defined]
+    return None
+
+
+def _torch_derived(nodes: list[ast.AST], aliases: dict[str, set[str]]) -> set[str]:
+    """Names that stand for a torch object: aliases of torch paths, and names assigned an expression that
+    mentions one (k = getattr(torch.ops.aten, name); k._op(...))."""
+    names = {n for n, paths in aliases.items() if any(p == "torch" or p.startswith("torch.") for p in paths)}
+    names.add("torch")
+    pairs = [
+        (t.id, n.value)
+        for n in nodes
+        if isinstance(n, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and n.value is not None
+        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+        if isinstance(t, ast.Name)
+    ]
+    for _ in range(_MAX_HOPS):
+        grown = {name for name, value in pairs if name not in names and _mentions_torch(value, names)}
+        if not grown:
+            break
+        names |= grown
+    return names
+
+
+def _mentions_torch(node: ast.AST, torchy: set[str]) -> bool:
+    """Whether the expression names a torch object (torchy: the names that stand for one)."""
+    return any(isinstance(sub, ast.Name) and sub.id in torchy for sub in ast.walk(node))
 
 
 def _hits(used: Iterable[str], bans: Sequence[str]) -> set[str]:

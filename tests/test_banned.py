@@ -291,6 +291,7 @@ def test_families():
 SUBMISSIONS = Path(__file__).resolve().parent / "submissions"
 ROOT = SUBMISSIONS.parent.parent
 ATTN, MHA, BLOCK, GPT = "scaled_dot_product_attention", "causal_self_attention", "gpt_block", "gpt_forward"
+INTERNALS = "torch internals that go around the ban checks"
 F_SDPA = "torch.nn.functional.scaled_dot_product_attention"
 
 KERNEL_ALIASES = {
@@ -317,6 +318,16 @@ BYPASSES: dict[str, tuple[dict[str, list[str]], dict[str, list[str]]]] = {
                 (BLOCK, GPT), ["torch._scaled_dot_product_attention_math", "torch.nn.functional.layer_norm"]
             ),
         },
+    ),
+    # ... and unwrapped: the tracer sees only the layer-norm wrapper that has nothing to unwrap; the scan
+    # reports the unwrapping in every function that reaches it
+    "transformer_bans/ban_unwrapped": (
+        {
+            **dict.fromkeys((ATTN, MHA), [f"{INTERNALS} (._op)"]),
+            "layer_norm": [f"{INTERNALS} (.__wrapped__)"],
+            **dict.fromkeys((BLOCK, GPT), [f"{INTERNALS} (.__wrapped__)", f"{INTERNALS} (._op)"]),
+        },
+        {**dict.fromkeys(("layer_norm", BLOCK, GPT), ["torch.layer_norm"])},
     ),
     "seq2seq/ban_c_nn_cross_entropy": (
         {"sequence_loss": ["torch.nn.functional.cross_entropy"]},
