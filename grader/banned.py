@@ -10,7 +10,9 @@ torch reaches one computation by many routes: F.scaled_dot_product_attention is 
 torch._C._nn.scaled_dot_product_attention, torch.ops.aten.scaled_dot_product_attention(.default) and the
 kernels behind it (torch.ops.aten._scaled_dot_product_flash_attention_for_cpu, ...). A ban on an op is a ban
 on its `family`: its own name and the kernels in KERNELS, under every torch namespace. The worker's tracer
-uses the same families at run time.
+uses the same families at run time. A function with bans that reaches for what lies behind the tracer's
+wrappers (__wrapped__, __closure__, the raw kernel of a torch.ops object, torch._ops, torch._C's operator
+lookups) is reported as using torch internals that go around the ban checks.
 """
 
 from __future__ import annotations

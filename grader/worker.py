@@ -890,11 +890,12 @@ class Tracer:
     torch._VF by a proxy recording access to its RNN kernels. The other routes to a banned op, every op of
     the bans' families (grader.banned.family), are wrapped where Python reaches them: torch.<op>,
     torch.nn.functional.<op>, torch._C._nn.<op> (and _linalg, _special, _fft), torch._C._VariableFunctions
-    (a proxy: its type is immutable) and torch.ops.aten.<op>[.<overload>] (recording subclasses of the
-    packet and its overloads). Names built at run time reach the same objects. Only calls of these ops
-    pay anything: a TorchFunctionMode that saw every torch call cost 1.3 us on each (4 to 8 ms of a gated
-    submission). A determined student can undo all this in their own process, so the grading process also
-    scans the source (grader.banned).
+    (a proxy: its type is immutable; it holds the real one in a closure) and torch.ops.aten.<op>[.<overload>]
+    (their class swapped in place for a recording subclass: torch's tables keyed by these objects still find
+    them). Names built at run time reach the same objects. Only calls of these ops pay anything: a
+    TorchFunctionMode that saw every torch call cost 1.3 us on each (4 to 8 ms of a gated submission). A
+    determined student can undo all this in their own process, so the grading process also scans the source
+    (grader.banned), and reports the ways around these wrappers it can see (__wrapped__, ._op, ...).
     """
 
     VF_KERNELS = banned.KERNELS["_VF"]
