@@ -125,7 +125,7 @@ def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...
                     called.add(dotted.partition(".")[0])
             if kind is ast.Attribute and sub.attr in ("backward", "_VF"):
                 names.add(f"*.{sub.attr}")
-            unwrapped = _unwrapping(sub, kind)
+            unwrapped = _unwrapping(sub, kind) if kind is ast.Attribute or kind is ast.Call else None
             if unwrapped is not None:
                 attr, base = unwrapped
                 if torchy is None:
