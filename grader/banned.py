@@ -110,11 +110,12 @@ def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...
     aliases = _aliases(nodes, set(defs))
     refs: dict[str, set[str]] = {}
     calls: dict[str, set[str]] = {}
-    torchy: set[str] | None = None  # names standing for torch objects (computed when first needed)
+    module_torchy: set[str] | None = None  # names standing for torch objects (computed when first needed)
     for name, node in defs.items():
         names = set()
         called = set()
         done: set[str] = set()
+        local_torchy: set[str] | None = None
         for sub in inside[node]:
             kind = type(sub)
             dotted = _dotted(sub) if kind in _CHAINS else None
@@ -127,11 +128,12 @@ def scan(source: str, functions: Iterable[str], banned: dict[str, tuple[str, ...
                 names.add(f"*.{sub.attr}")
             unwrapped = _unwrapping(sub, kind) if kind is ast.Attribute or kind is ast.Call else None
             if unwrapped is not None:
-                attr, base = unwrapped
-                if torchy is None:
-                    torchy = _torch_derived(nodes, aliases)
-                if attr.startswith("__") or _mentions_torch(base, torchy):
-                    names.add(f"{_INTERNALS} (.{attr})")
+                if module_torchy is None:
+                    module_torchy = _torch_names(_outside(nodes, inside), _torch_aliases(aliases))
+                if local_torchy is None:
+                    local_torchy = _torch_names(inside[node], module_torchy)
+                if _rooted(unwrapped[1], local_torchy):
+                    names.add(f"{_INTERNALS} (.{unwrapped[0]})")
             if kind is ast.Constant and isinstance(sub.value, str):
                 m = _ATEN_STRING.match(sub.value)  # torch._C._get_operation_overload("aten::...", "")
                 if m:
@@ -163,6 +165,18 @@ _INTERNAL_PATHS = ("torch._ops", "torch._C._get_operation_overload", "torch._C._
 _INTERNALS = "torch internals that go around the ban checks"
 
 
+def _torch_aliases(aliases: dict[str, set[str]]) -> set[str]:
+    return {"torch"} | {
+        n for n, paths in aliases.items() if any(p == "torch" or p.startswith("torch.") for p in paths)
+    }
+
+
+def _outside(nodes: list[ast.AST], inside: dict[ast.AST, list[ast.AST]]) -> list[ast.AST]:
+    """The module's nodes that are in no function definition."""
+    within = {id(n) for subtree in inside.values() for n in subtree}
+    return [n for n in nodes if id(n) not in within]
+
+
 def _internals(used: Iterable[str]) -> set[str]:
     """The uses of torch internals among `used` (reported as such when a function has bans)."""
     found = {u for u in used if u.startswith(_INTERNALS)}
@@ -174,39 +188,53 @@ def _internals(used: Iterable[str]) -> set[str]:
 
 
 def _unwrapping(node: ast.AST, kind: type) -> tuple[str, ast.AST] | None:
-    """(attribute, the expression it is read from) for x.<unwrapper> and getattr(x, "<unwrapper>"[, d])."""
+    """(what is unwrapped, the expression it is taken from) for x.<unwrapper>, getattr(x, "<unwrapper>"[, d])
+    and inspect.getclosurevars(x)."""
     if kind is ast.Attribute and node.attr in _UNWRAPPERS:  # type: ignore[attr-defined]
         return node.attr, node.value  # type: ignore[attr-defined]
-    if kind is ast.Call and _is_name(node.func, "getattr") and len(node.args) >= 2:  # type: ignore[attr-defined]
-        key = node.args[1]  # type: ignore[attr-defined]
-        if _is_str(key) and key.value in _UNWRAPPERS:  # type: ignore[attr-defined]
-            return key.value, node.args[0]  # type: ignore[attr-defined]
+    if kind is ast.Call and node.args:  # type: ignore[attr-defined]
+        func, args = node.func, node.args  # type: ignore[attr-defined]
+        if _is_name(func, "getattr") and len(args) >= 2 and _is_str(args[1]) and args[1].value in _UNWRAPPERS:
+            return args[1].value, args[0]
+        if (_is_name(func, "getclosurevars") or isinstance(func, ast.Attribute)) and getattr(
+            func, "attr", getattr(func, "id", None)
+        ) == "getclosurevars":
+            return "getclosurevars", args[0]
     return None
 
 
-def _torch_derived(nodes: list[ast.AST], aliases: dict[str, set[str]]) -> set[str]:
-    """Names that stand for a torch object: aliases of torch paths, and names assigned an expression that
-    mentions one (k = getattr(torch.ops.aten, name); k._op(...))."""
-    names = {n for n, paths in aliases.items() if any(p == "torch" or p.startswith("torch.") for p in paths)}
-    names.add("torch")
+def _rooted(node: ast.AST, torchy: set[str]) -> bool:
+    """Whether the expression is taken from a torch object: a chain of attributes, subscripts, calls and
+    getattr(...) that starts at a name standing for one (getattr(torch, n), F.layer_norm, k where
+    k = torch.ops.aten.x). An object of the student's own built from torch values (Act(torch.tanh)) is not."""
+    while True:
+        if isinstance(node, ast.Name):
+            return node.id in torchy
+        if isinstance(node, (ast.Attribute, ast.Subscript)):
+            node = node.value
+        elif isinstance(node, ast.Call):
+            node = node.args[0] if _is_name(node.func, "getattr") and node.args else node.func
+        else:
+            return False
+
+
+def _torch_names(scope: list[ast.AST], outer: set[str]) -> set[str]:
+    """The names that stand for a torch object in a scope: those of the scope around it (`outer`), plus the
+    names the scope assigns a torch-rooted expression, minus those it assigns anything else."""
     pairs = [
         (t.id, n.value)
-        for n in nodes
+        for n in scope
         if isinstance(n, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and n.value is not None
         for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
         if isinstance(t, ast.Name)
     ]
+    names = set(outer) - {name for name, _ in pairs}
     for _ in range(_MAX_HOPS):
-        grown = {name for name, value in pairs if name not in names and _mentions_torch(value, names)}
+        grown = {name for name, value in pairs if name not in names and _rooted(value, names)}
         if not grown:
             break
         names |= grown
     return names
-
-
-def _mentions_torch(node: ast.AST, torchy: set[str]) -> bool:
-    """Whether the expression names a torch object (torchy: the names that stand for one)."""
-    return any(isinstance(sub, ast.Name) and sub.id in torchy for sub in ast.walk(node))
 
 
 def _hits(used: Iterable[str], bans: Sequence[str]) -> set[str]:

@@ -213,10 +213,11 @@ def grade_local(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="seqgrade-score") as scorer,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqgrade-slot") as slots,
     ):
-        for _ in range(workers):
-            slots.submit(slot, scorer)
-        running = workers
+        running = 0
         try:
+            for _ in range(workers):
+                slots.submit(slot, scorer)
+                running += 1
             while running:
                 fut = finished.get()
                 if fut is None:
@@ -226,7 +227,8 @@ def grade_local(
                 room.release()
                 yield out
         finally:
-            stop.set()  # an error, Ctrl-C or a caller that stopped early: slots take nothing more
+            stop.set()  # an error, Ctrl-C or a caller that stopped early: slots take nothing more (those
+            # running finish their submission first)
             for _ in range(workers):
                 room.release()  # a slot waiting for room wakes up, sees stop and ends
 
@@ -312,7 +314,7 @@ def grade(
         if frozen:
             gc.freeze()
         meter = Meter(len(todo))
-        with contextlib.closing(stream):  # an error here (a full disk, Ctrl-C) stops the slots at once
+        with contextlib.closing(stream):  # an error here (a full disk, Ctrl-C) stops the slots too
             for data, markdown in stream:
                 stem = report.file_stem(data["extra_data"]["student"])
                 report.atomic_write(out / f"{stem}.md", markdown)

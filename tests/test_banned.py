@@ -493,3 +493,38 @@ print("ok")
 """
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.stdout.strip() == "ok", r.stdout + r.stderr
+
+
+UNWRAPPING_PRELUDE = "import functools\nimport inspect\nimport torch\nimport torch.nn.functional as F\n"
+# (module-level code, the graded function's body, flagged?): ways around the tracer's wrappers, and a
+# student's own objects that merely share their attribute names (never flagged: that would cost a
+# correct solution its points)
+KERNEL = 'getattr(torch, "layer" + "_norm")'
+ATEN = 'getattr(torch.ops.aten, "layer" + "_norm")'
+ACT = "class Act:\n    def __init__(self, fn):\n        self._op = fn\nact = Act(torch.tanh)"
+CFG = "class Cfg:\n    def __init__(self, d):\n        self._handle = d\ncfg = Cfg(torch.float64)"
+OP = "def helper():\n    op = torch.tanh\n    return op\nclass Op:\n    _op = staticmethod(lambda v: v)"
+UNWRAPPING = [
+    ("", f"return {KERNEL}.__wrapped__(x, (4,))", True),
+    ("", f'kernel = {KERNEL}\n    return getattr(kernel, "__wrapped__", kernel)(x, (4,))', True),
+    ("", f"return {ATEN}._op(x, [4])", True),
+    ("", f"k = {ATEN}\n    return k._op(x, [4])", True),
+    (f"kern = {ATEN}", "return kern._op_dk(None, x)", True),
+    ("", f'return inspect.getclosurevars({KERNEL}).nonlocals["original"](x, (4,))', True),
+    ("", 'return torch._ops._OpNamespace("aten").layer_norm(x, [4])', True),
+    (ACT, "return act._op(x)", False),
+    (CFG, 'return getattr(cfg, "_handle")', False),
+    ("@functools.lru_cache\ndef eye(n):\n    return torch.eye(n)", "return x @ eye.__wrapped__(4)", False),
+    (OP, "op = Op()\n    return op._op(x)", False),
+    ("", "h = torch.tanh(x)\n    return h.grad, h.data, h.T, h._version", False),
+]
+
+
+@pytest.mark.parametrize(("module", "body", "flagged"), UNWRAPPING)
+def test_unwrapping_torch_is_reported_and_a_students_own_objects_are_not(module, body, flagged):
+    bans = {"layer_norm": ("torch.nn.functional.layer_norm", "torch.layer_norm")}
+    src = f"{UNWRAPPING_PRELUDE}{module}\n\ndef layer_norm(x):\n    {body}\n"
+    found = scan(src, ["layer_norm"], bans).get("layer_norm", [])
+    assert bool(found) == flagged, (src, found)
+    assert all(f.startswith(INTERNALS) for f in found), found
+    assert scan(src, ["layer_norm"], {"layer_norm": ()}) == {}  # nothing to go around: nothing reported

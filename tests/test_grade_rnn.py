@@ -549,3 +549,27 @@ def test_a_failing_list_of_submissions_reaches_the_caller(monkeypatch):
     monkeypatch.setattr(pipeline, "_report", lambda plan, cases, sub, run, key: ({"student": sub}, ""))
     with pytest.raises(RuntimeError, match="could not list"):
         list(pipeline.grade_local(None, None, None, subs(), None, workers=2, case_key="k"))
+
+
+def test_a_slot_that_cannot_start_stops_the_others(monkeypatch):
+    """Starting the third slot fails (no thread left under a process limit): the two started end too."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from grader import pipeline
+
+    class FewThreads(ThreadPoolExecutor):
+        started = 0
+
+        def submit(self, fn, /, *args, **kwargs):
+            if fn.__name__ == "slot":
+                FewThreads.started += 1
+                if FewThreads.started == 3:
+                    raise RuntimeError("can't start new thread")
+            return super().submit(fn, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "ThreadPoolExecutor", FewThreads)
+    monkeypatch.setattr(pipeline, "run_submission", lambda zygote, plan, cases, sub, options: sub)
+    monkeypatch.setattr(pipeline, "_report", lambda plan, cases, sub, run, key: ({"student": sub}, ""))
+    subs = [f"s{i}" for i in range(200)]
+    with pytest.raises(RuntimeError, match="new thread"):
+        list(pipeline.grade_local(None, None, None, subs, None, workers=4, case_key="k"))
