@@ -196,10 +196,9 @@ def _unwrapping(node: ast.AST, kind: type) -> tuple[str, ast.AST] | None:
         func, args = node.func, node.args  # type: ignore[attr-defined]
         if _is_name(func, "getattr") and len(args) >= 2 and _is_str(args[1]) and args[1].value in _UNWRAPPERS:
             return args[1].value, args[0]
-        if (_is_name(func, "getclosurevars") or isinstance(func, ast.Attribute)) and getattr(
-            func, "attr", getattr(func, "id", None)
-        ) == "getclosurevars":
-            return "getclosurevars", args[0]
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if called == "getclosurevars":  # inspect.getclosurevars(f), or imported on its own
+            return called, args[0]
     return None
 
 
@@ -218,16 +217,32 @@ def _rooted(node: ast.AST, torchy: set[str]) -> bool:
             return False
 
 
+def _bindings(nodes: list[ast.AST]) -> list[tuple[str, ast.AST]]:
+    """(name, expression bound to it) for the assignments among `nodes` (a = x; a, b = x, y; a: T = x;
+    (a := x)) and the parameters with defaults of their functions and lambdas, in the nodes' order."""
+    pairs: list[tuple[str, ast.AST]] = []
+    for node in nodes:
+        if isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            for t in targets:
+                if isinstance(t, ast.Name):
+                    pairs.append((t.id, node.value))
+                elif isinstance(t, (ast.Tuple, ast.List)) and isinstance(node.value, (ast.Tuple, ast.List)):
+                    elts = zip(t.elts, node.value.elts, strict=False)
+                    pairs += [(e.id, v) for e, v in elts if isinstance(e, ast.Name)]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            a = node.args
+            positional = a.posonlyargs + a.args
+            with_default = positional[len(positional) - len(a.defaults) :]
+            pairs += list(zip((p.arg for p in with_default), a.defaults, strict=True))
+            pairs += [(p.arg, d) for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None]
+    return pairs
+
+
 def _torch_names(scope: list[ast.AST], outer: set[str]) -> set[str]:
     """The names that stand for a torch object in a scope: those of the scope around it (`outer`), plus the
-    names the scope assigns a torch-rooted expression, minus those it assigns anything else."""
-    pairs = [
-        (t.id, n.value)
-        for n in scope
-        if isinstance(n, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and n.value is not None
-        for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
-        if isinstance(t, ast.Name)
-    ]
+    names the scope binds to a torch-rooted expression, minus those it binds to anything else."""
+    pairs = _bindings(scope)
     names = set(outer) - {name for name, _ in pairs}
     for _ in range(_MAX_HOPS):
         grown = {name for name, value in pairs if name not in names and _rooted(value, names)}
@@ -265,7 +280,6 @@ def _aliases(nodes: list[ast.AST], defs: set[str]) -> dict[str, set[str]]:
     """
     out: dict[str, set[str]] = {}
     stars: list[str] = []
-    pairs: list[tuple[str, ast.AST]] = []  # (name, expression assigned to it)
     for node in nodes:
         if isinstance(node, ast.Import):
             for a in node.names:
@@ -277,20 +291,7 @@ def _aliases(nodes: list[ast.AST], defs: set[str]) -> dict[str, set[str]]:
                     stars.append(node.module)
                 else:
                     out.setdefault(a.asname or a.name, set()).add(f"{node.module}.{a.name}")
-        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and node.value is not None:
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            for t in targets:
-                if isinstance(t, ast.Name):
-                    pairs.append((t.id, node.value))
-                elif isinstance(t, (ast.Tuple, ast.List)) and isinstance(node.value, (ast.Tuple, ast.List)):
-                    elts = zip(t.elts, node.value.elts, strict=False)
-                    pairs += [(e.id, v) for e, v in elts if isinstance(e, ast.Name)]
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-            a = node.args
-            positional = a.posonlyargs + a.args
-            with_default = positional[len(positional) - len(a.defaults) :]
-            pairs += list(zip((p.arg for p in with_default), a.defaults, strict=True))
-            pairs += [(p.arg, d) for p, d in zip(a.kwonlyargs, a.kw_defaults, strict=True) if d is not None]
+    pairs = _bindings(nodes)
     torch_stars = [m for m in stars if m.split(".")[0] == "torch"]
     if torch_stars:
         defined = defs | set(out) | {n.arg for n in nodes if isinstance(n, ast.arg)}

@@ -184,23 +184,27 @@ def public_difference(plan: Plan, path: Path | None = None) -> str:
         new = load_public(plan, write_public(plan, Path(tmp) / "fresh.npz"))
     if len(old.items) != len(new.items):
         return f"{len(old.items)} cases shipped, {len(new.items)} now"
+
+    def case(p: Prepared) -> tuple:
+        return p.function, p.check, p.kind, p.case.dtype, p.case.label
+
+    def inputs(p: Prepared) -> list:
+        return [p.case.inputs, [(c.function, c.grad_wrt, c.args, c.projection) for c in p.calls]]
+
     for a, b in zip(old.items, new.items, strict=True):
         where = f"{a.function}, {a.kind} ({a.case.dtype}, {a.case.label})"
-        if (a.function, a.check, a.kind, a.case.dtype, a.case.label) != (
-            b.function,
-            b.check,
-            b.kind,
-            b.case.dtype,
-            b.case.label,
-        ):
+        if case(a) != case(b):
             return f"{where}: the case itself"
-        calls_a = [(c.function, c.grad_wrt, c.args, c.projection) for c in a.calls]
-        calls_b = [(c.function, c.grad_wrt, c.args, c.projection) for c in b.calls]
-        pairs = zip(_leaves([a.case.inputs, calls_a]), _leaves([b.case.inputs, calls_b]), strict=False)
-        for (pa, x), (pb, y) in pairs:
+        leaves_a, leaves_b = list(_leaves(inputs(a))), list(_leaves(inputs(b)))
+        if len(leaves_a) != len(leaves_b):
+            return f"{where}: the inputs"
+        for (pa, x), (pb, y) in zip(leaves_a, leaves_b, strict=True):
             if pa != pb or not np.array_equal(x, y) or x.dtype != y.dtype:
                 return f"{where}: the inputs at {pa}"
-        for (pa, x), (pb, y) in zip(_leaves(a.expected), _leaves(b.expected), strict=False):
+        leaves_a, leaves_b = list(_leaves(a.expected)), list(_leaves(b.expected))
+        if len(leaves_a) != len(leaves_b):
+            return f"{where}: the expected output"
+        for (pa, x), (pb, y) in zip(leaves_a, leaves_b, strict=True):
             same = pa == pb and x.shape == y.shape and x.dtype == y.dtype
             if same and x.dtype.kind == "f":
                 same = bool(np.allclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True))
