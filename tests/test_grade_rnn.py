@@ -460,27 +460,33 @@ def test_a_pair_that_raises_gives_the_forward_call_its_own_call_on_its_own_input
     assert torch.allclose(alone_tree["value"], torch.tanh(x_t @ W_ih.T + b_ih + h @ W_hh.T + b_hh))
 
 
+def _slots_without_workers(monkeypatch, run=lambda sub: sub):
+    """grade_local with stand-ins for the worker and the scorer: run(sub) is what a submission's run gives,
+    and its report is {"student": sub}. Returns grade_local(subs, workers) on those."""
+    from grader import pipeline
+
+    monkeypatch.setattr(pipeline, "run_submission", lambda zygote, plan, cases, sub, options: run(sub))
+    monkeypatch.setattr(pipeline, "_report", lambda plan, cases, sub, result, key: ({"student": sub}, ""))
+    return lambda subs, workers: pipeline.grade_local(
+        None, None, None, subs, None, workers=workers, case_key="k"
+    )
+
+
 def test_slots_keep_grading_while_the_caller_writes_and_stay_bounded(monkeypatch):
     """A caller busy between reports (writing them, an fsync each) does not stall the slots: they take
     their next submissions themselves, up to 4 x workers ahead of the caller and no further."""
     import threading
     import time
 
-    from grader import pipeline
-
     started = []
     lock = threading.Lock()
 
-    def fake_run(zygote, plan, cases, sub, options):
+    def run(sub):
         with lock:
             started.append(sub)
         return sub
 
-    monkeypatch.setattr(pipeline, "run_submission", fake_run)
-    monkeypatch.setattr(pipeline, "_report", lambda plan, cases, sub, run, key: ({"student": sub}, ""))
-    stream = pipeline.grade_local(
-        None, None, None, [f"s{i}" for i in range(20)], None, workers=2, case_key="k"
-    )
+    stream = _slots_without_workers(monkeypatch, run)([f"s{i}" for i in range(20)], 2)
     first = next(stream)
     deadline = time.monotonic() + 10
     while len(started) < 9 and time.monotonic() < deadline:
@@ -495,20 +501,13 @@ def test_slots_keep_grading_while_the_caller_writes_and_stay_bounded(monkeypatch
 
 
 def test_our_fault_in_a_slot_stops_the_run_with_that_error(monkeypatch):
-    from grader import pipeline
-
-    def fake_run(zygote, plan, cases, sub, options):
+    def run(sub):
         if sub == "s3":
             raise RuntimeError("the zygote process died")
         return sub
 
-    monkeypatch.setattr(pipeline, "run_submission", fake_run)
-    monkeypatch.setattr(pipeline, "_report", lambda plan, cases, sub, run, key: ({"student": sub}, ""))
-    stream = pipeline.grade_local(
-        None, None, None, [f"s{i}" for i in range(50)], None, workers=2, case_key="k"
-    )
     with pytest.raises(RuntimeError, match="zygote process died"):
-        list(stream)
+        list(_slots_without_workers(monkeypatch, run)([f"s{i}" for i in range(50)], 2))
 
 
 def test_an_error_while_writing_reports_stops_the_slots(monkeypatch, tmp_path, zygote):
@@ -539,16 +538,12 @@ def test_an_error_while_writing_reports_stops_the_slots(monkeypatch, tmp_path, z
 
 
 def test_a_failing_list_of_submissions_reaches_the_caller(monkeypatch):
-    from grader import pipeline
-
     def subs():
         yield "s0"
         raise RuntimeError("could not list the submissions")
 
-    monkeypatch.setattr(pipeline, "run_submission", lambda zygote, plan, cases, sub, options: sub)
-    monkeypatch.setattr(pipeline, "_report", lambda plan, cases, sub, run, key: ({"student": sub}, ""))
     with pytest.raises(RuntimeError, match="could not list"):
-        list(pipeline.grade_local(None, None, None, subs(), None, workers=2, case_key="k"))
+        list(_slots_without_workers(monkeypatch)(subs(), 2))
 
 
 def test_a_slot_that_cannot_start_stops_the_others(monkeypatch):
@@ -568,8 +563,5 @@ def test_a_slot_that_cannot_start_stops_the_others(monkeypatch):
             return super().submit(fn, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "ThreadPoolExecutor", FewThreads)
-    monkeypatch.setattr(pipeline, "run_submission", lambda zygote, plan, cases, sub, options: sub)
-    monkeypatch.setattr(pipeline, "_report", lambda plan, cases, sub, run, key: ({"student": sub}, ""))
-    subs = [f"s{i}" for i in range(200)]
     with pytest.raises(RuntimeError, match="new thread"):
-        list(pipeline.grade_local(None, None, None, subs, None, workers=4, case_key="k"))
+        list(_slots_without_workers(monkeypatch)([f"s{i}" for i in range(200)], 4))
