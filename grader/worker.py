@@ -230,6 +230,7 @@ def zygote_entry(fd: int, root: str) -> None:
         _warm()
         _hide_grader(root)
         sandbox.readable_paths()  # Landlock's allow-list, computed once for every worker
+        sandbox.prepare()  # the Landlock rules' rights and the seccomp program, likewise
         sandbox.protected_dirs()  # the trees a worker's mount namespace covers
         gc.collect()
         gc.freeze()  # workers never scan (and so never copy) the zygote's objects in their collections

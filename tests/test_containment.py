@@ -483,6 +483,109 @@ def test_protections_are_reported(arena):
         assert "uid" in prot and any(p.startswith("mountns") for p in prot), prot
 
 
+def _in_a_child(probe) -> dict:
+    """Run `probe()` (-> a JSON-able dict) in a forked child of the test process; its answer."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            try:
+                answer = probe()
+            except Exception as e:  # noqa: BLE001 - reported to the test, not lost with the child
+                answer = {"error": repr(e)}
+            os.write(w, json.dumps(answer).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, data
+    return json.loads(data)
+
+
+def _attempt(action) -> str:
+    try:
+        action()
+        return "ok"
+    except OSError as e:
+        return type(e).__name__
+
+
+def test_landlock_on_its_own_keeps_a_process_to_its_paths(tmp_path):
+    """The Landlock layer alone (its rules are worked out once, in the process that forks workers): the
+    worker's own dir is writable, the import path readable, the grader's tree and any other path not."""
+    if sandbox.landlock_abi() <= 0:
+        pytest.skip("no Landlock on this kernel")
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    work.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "other.txt").write_text("another student's file")
+    sandbox.prepare()  # as the zygote does
+
+    def probe() -> dict:
+        active = sandbox.apply_landlock(str(work), {})
+        return {
+            "active": bool(active) and active[0].startswith("landlock:"),
+            "write own dir": _attempt(lambda: (work / "mine.txt").write_text("x")),
+            "read own dir": _attempt(lambda: (work / "mine.txt").read_text()),
+            "read stdlib": _attempt(lambda: Path(os.__file__).read_text()),
+            "read grader": _attempt(lambda: Path(sandbox.__file__).read_text()),
+            "read elsewhere": _attempt(lambda: (elsewhere / "other.txt").read_text()),
+            "write elsewhere": _attempt(lambda: (elsewhere / "new.txt").write_text("x")),
+        }
+
+    assert _in_a_child(probe) == {
+        "active": True,
+        "write own dir": "ok",
+        "read own dir": "ok",
+        "read stdlib": "ok",
+        "read grader": "PermissionError",
+        "read elsewhere": "PermissionError",
+        "write elsewhere": "PermissionError",
+    }
+
+
+def _unshare_user_namespace() -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x10000000) != 0:  # CLONE_NEWUSER
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def test_seccomp_on_its_own_refuses_exec_and_namespaces():
+    """The seccomp layer alone (its program built once, in the process that forks workers)."""
+    sandbox.prepare()
+
+    def probe() -> dict:
+        active = sandbox.apply_seccomp()
+        if not active:
+            return {"active": False}
+        return {
+            "active": True,
+            "exec": _attempt(lambda: os.execv("/bin/true", ["/bin/true"])),
+            "unshare": _attempt(_unshare_user_namespace),
+            "inet socket": _attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()),
+            "unix socket": _attempt(lambda: socket.socketpair()[0].close()),
+        }
+
+    got = _in_a_child(probe)
+    if not got["active"]:
+        pytest.skip("no seccomp filter for this machine")
+    assert got == {
+        "active": True,
+        "exec": "PermissionError",
+        "unshare": "PermissionError",
+        "inet socket": "PermissionError",
+        "unix socket": "ok",
+    }
+
+
 def test_a_machine_without_the_layers_still_grades_and_says_so(arena):
     """The degraded path: layers switched off as a machine without them would be. Honest code still gets
     full marks, and the report lists only what was active."""
