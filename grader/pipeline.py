@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import hashlib
+import json
 import queue
 import shutil
 import tempfile
@@ -314,15 +315,25 @@ def grade(
         if frozen:
             gc.freeze()
         meter = Meter(len(todo))
+        written: dict[str, dict[str, Any]] = {}  # file name -> the gradebook's part (a few hundred bytes)
         with contextlib.closing(stream):  # an error here (a full disk, Ctrl-C) stops the slots too
             for data, markdown in stream:
                 stem = report.file_stem(data["extra_data"]["student"])
                 report.atomic_write(out / f"{stem}.md", markdown)
                 report.atomic_write(out / f"{stem}.json", report.json_dumps(data))
+                written[f"{stem}.json"] = json.loads(json.dumps(_slim(data)))  # as if read back from the file
                 meter.tick()
                 if progress:
                     progress(meter.done, meter.total, f"{meter.rate:.1f}/s {data['extra_data']['student']}")
-        results = [_slim(r) for r in report.read_all(out)]  # everyone graded into OUT, this run or before
+        results = []  # everyone graded into OUT, this run or before; this run's reports are not read back
+        for path in report.report_files(out):
+            slim = written.get(path.name)
+            if slim is None:
+                data = report.read_report(path)
+                if data is None:
+                    continue
+                slim = _slim(data)
+            results.append(slim)
         report.write_gradebook(out, results)
         return GradeRun(plan, results, len(todo), skipped, time.monotonic() - start, note, out, cache_note)
     finally:

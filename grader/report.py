@@ -132,18 +132,21 @@ def read_student(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def read_all(out: Path) -> list[dict[str, Any]]:
-    """Every student report in `out` (results.json files with extra_data.student), in file-name order."""
-    found = []
-    for path in sorted(Path(out).glob("*.json")):
-        data = read_student(path)
-        if (
-            isinstance(data, dict)
-            and isinstance(data.get("extra_data"), dict)
-            and "student" in data["extra_data"]
-        ):
-            found.append(data)
-    return found
+def report_files(out: Path) -> list[Path]:
+    """The JSON files in `out`, in file-name order: student reports, and whatever else lies there."""
+    return sorted(Path(out).glob("*.json"))
+
+
+def read_report(path: Path) -> dict[str, Any] | None:
+    """A student report (a results.json with extra_data.student), None for any other or unreadable file."""
+    data = read_student(path)
+    if (
+        isinstance(data, dict)
+        and isinstance(data.get("extra_data"), dict)
+        and "student" in data["extra_data"]
+    ):
+        return data
+    return None
 
 
 def md_escape(text: str) -> str:

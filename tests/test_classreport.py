@@ -182,3 +182,31 @@ def test_report_json_reads_back_as_written_with_one_line_per_test():
     assert back["extra_data"]["student"] == "Zoë" and back["extra_data"]["nan"] != back["extra_data"]["nan"]
     test_lines = [line for line in text.splitlines() if '"name": "rnn_forward' in line]
     assert len(test_lines) == 3 and all('"tags": ["a"]' in line for line in test_lines)
+
+
+def test_a_runs_gradebook_is_what_its_reports_say_new_and_kept_alike(graded, tmp_path):
+    """The run's results (gradebook, summary) come from the reports it wrote, kept in memory, and from
+    the reports of earlier runs, read back: both exactly as the files on disk say."""
+    from grader import report
+
+    first, subs = graded
+    out = tmp_path / "out"
+    shutil.copytree(first, out)
+    more = tmp_path / "subs"
+    shutil.copytree(subs, more)
+    shutil.copy(RNN_SUBS / "correct_loops.py", more / "zoe.py")  # the one new student
+    (out / "notes.json").write_text('{"not": "a report"}')  # another JSON file in OUT: left out
+    secret = first.parent / "secret"
+    run = pipeline.grade("rnn", more, out, pipeline.GradeOptions(workers=1, secret_path=secret))
+    assert (run.graded, run.skipped) == (1, 5)
+    on_disk = [
+        pipeline._slim(data)
+        for path in report.report_files(out)
+        if (data := report.read_report(path)) is not None
+    ]
+    assert run.results == on_disk
+    assert [r["extra_data"]["student"] for r in run.results] == sorted(
+        ["alice", "bob", "carol", "dave", EVIL, "zoe"], key=lambda s: report.file_stem(s)
+    )
+    book = (out / "gradebook.csv").read_text().splitlines()
+    assert len(book) == 7 and any(line.startswith("zoe,") for line in book)

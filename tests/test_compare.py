@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from grader.compare import EXACT, Tolerance, compare_array, compare_tree
@@ -56,6 +58,21 @@ def test_nan_and_inf_fail():
     assert not compare_array("h", e, t([1.0, np.inf]), TOL).ok
     assert compare_array("h", np.array([np.inf]), t([np.inf]), TOL).ok
     assert not compare_array("h", np.array([np.inf]), t([-np.inf]), TOL).ok
+
+
+def test_extreme_values_fail_quietly_in_every_float_width():
+    """A student's inf, NaN or float64 near its limit: a failure with its place, and no numpy warning
+    (the float32 path computes without errstate: float32 values cannot overflow in float64)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for dtype in ("float16", "float32", "float64"):
+            e = np.array([1.0, -2.0, 3.0], dtype=dtype)
+            for bad in (np.inf, -np.inf, np.nan, float(np.finfo(dtype).max)):
+                c = compare_array("h", e, t([1.0, -2.0, bad], dtype), TOL, dtype=dtype)
+                assert not c.ok and c.where == (2,), (dtype, bad, c)
+        e = np.array([-1.5e308, 1.0])  # |got - expected| overflows float64: still a failure, quietly
+        c = compare_array("h", e, t([1.5e308, 1.0]), TOL)
+        assert not c.ok and c.where == (0,), c
 
 
 def test_rtol_scales_with_magnitude():
