@@ -127,7 +127,7 @@ def json_dumps(data: Any, depth: int = 2, level: int = 0) -> str:
 
 def read_student(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(encoding="utf-8"))  # as written, whatever the locale
     except (OSError, ValueError):
         return None
 

@@ -70,6 +70,10 @@ def test_extreme_values_fail_quietly_in_every_float_width():
             for bad in (np.inf, -np.inf, np.nan, float(np.finfo(dtype).max)):
                 c = compare_array("h", e, t([1.0, -2.0, bad], dtype), TOL, dtype=dtype)
                 assert not c.ok and c.where == (2,), (dtype, bad, c)
+            e64 = np.array([1.0, -np.finfo("float64").max, 3.0])  # a float32 case: a float64 reference
+            for bad in (np.inf, -np.inf, np.nan, float(np.finfo(dtype).max)):
+                c = compare_array("h", e64, t([1.0, bad, 3.0], dtype), TOL, dtype=dtype)
+                assert not c.ok and c.where == (1,), (dtype, bad, c)
         e = np.array([-1.5e308, 1.0])  # |got - expected| overflows float64: still a failure, quietly
         c = compare_array("h", e, t([1.5e308, 1.0]), TOL)
         assert not c.ok and c.where == (0,), c

@@ -517,25 +517,40 @@ def _attempt(action) -> str:
 
 def test_landlock_on_its_own_keeps_a_process_to_its_paths(tmp_path):
     """The Landlock layer alone (its rules are worked out once, in the process that forks workers): the
-    worker's own dir is writable, the import path readable, the grader's tree and any other path not."""
-    if sandbox.landlock_abi() <= 0:
+    worker's own dir is writable, the import path only readable, the grader's tree and any other path
+    neither; no TCP connection (ABI >= 4)."""
+    abi = sandbox.landlock_abi()
+    if abi <= 0:
         pytest.skip("no Landlock on this kernel")
     work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
     work.mkdir()
     elsewhere.mkdir()
     (elsewhere / "other.txt").write_text("another student's file")
+    with socket.socket() as s:  # a port nobody listens on: refused, unless Landlock refuses first
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     sandbox.prepare()  # as the zygote does
+
+    def create(path: Path) -> None:
+        path.write_text("x")
+        path.unlink()  # a probe that got through leaves nothing behind
 
     def probe() -> dict:
         active = sandbox.apply_landlock(str(work), {})
+        probe_name = f"seqgrade-probe-{os.getpid()}.txt"
         return {
             "active": bool(active) and active[0].startswith("landlock:"),
             "write own dir": _attempt(lambda: (work / "mine.txt").write_text("x")),
             "read own dir": _attempt(lambda: (work / "mine.txt").read_text()),
             "read stdlib": _attempt(lambda: Path(os.__file__).read_text()),
+            "open stdlib for writing": _attempt(lambda: open(os.__file__, "r+b").close()),
+            "create in stdlib": _attempt(lambda: create(Path(os.__file__).parent / probe_name)),
+            "write /dev/null": _attempt(lambda: Path("/dev/null").write_text("x")),
             "read grader": _attempt(lambda: Path(sandbox.__file__).read_text()),
+            "create in grader": _attempt(lambda: create(Path(sandbox.__file__).parent / probe_name)),
             "read elsewhere": _attempt(lambda: (elsewhere / "other.txt").read_text()),
             "write elsewhere": _attempt(lambda: (elsewhere / "new.txt").write_text("x")),
+            "tcp connect": _attempt(lambda: socket.create_connection(("127.0.0.1", port), timeout=2).close()),
         }
 
     assert _in_a_child(probe) == {
@@ -543,9 +558,14 @@ def test_landlock_on_its_own_keeps_a_process_to_its_paths(tmp_path):
         "write own dir": "ok",
         "read own dir": "ok",
         "read stdlib": "ok",
+        "open stdlib for writing": "PermissionError",
+        "create in stdlib": "PermissionError",
+        "write /dev/null": "ok",
         "read grader": "PermissionError",
+        "create in grader": "PermissionError",
         "read elsewhere": "PermissionError",
         "write elsewhere": "PermissionError",
+        "tcp connect": "PermissionError" if abi >= 4 else "ConnectionRefusedError",
     }
 
 
@@ -558,8 +578,35 @@ def _unshare_user_namespace() -> None:
         raise OSError(err, os.strerror(err))
 
 
-def test_seccomp_on_its_own_refuses_exec_and_namespaces():
+def _syscall_errno(nr: int, *args: int) -> str:
+    """A raw system call's outcome: "ok", or its errno's name."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(ctypes.c_long(nr), *(ctypes.c_long(a) for a in args)) >= 0:
+        return "ok"
+    return errno.errorcode.get(ctypes.get_errno(), "?")
+
+
+def _read_own_memory() -> str:
+    """process_vm_readv of 8 bytes of our own memory (x86_64: syscall 310)."""
+    import ctypes
+
+    class IoVec(ctypes.Structure):
+        _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+    src, dst = ctypes.create_string_buffer(b"12345678"), ctypes.create_string_buffer(8)
+    local, remote = IoVec(ctypes.addressof(dst), 8), IoVec(ctypes.addressof(src), 8)
+    return _syscall_errno(310, os.getpid(), ctypes.addressof(local), 1, ctypes.addressof(remote), 1, 0)
+
+
+def test_seccomp_on_its_own_refuses_exec_tracing_and_kernel_objects():
     """The seccomp layer alone (its program built once, in the process that forks workers)."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the raw system call numbers below are x86_64's")
     sandbox.prepare()
 
     def probe() -> dict:
@@ -570,8 +617,12 @@ def test_seccomp_on_its_own_refuses_exec_and_namespaces():
             "active": True,
             "exec": _attempt(lambda: os.execv("/bin/true", ["/bin/true"])),
             "unshare": _attempt(_unshare_user_namespace),
+            "read another process's memory": _read_own_memory(),
+            "io_uring_setup": _syscall_errno(425, 0, 0),
+            "bpf": _syscall_errno(321, 0, 0, 0),
             "inet socket": _attempt(lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM).close()),
             "unix socket": _attempt(lambda: socket.socketpair()[0].close()),
+            "fork": _attempt(lambda: os.waitpid(_fork_and_exit(), 0)),
         }
 
     got = _in_a_child(probe)
@@ -581,9 +632,20 @@ def test_seccomp_on_its_own_refuses_exec_and_namespaces():
         "active": True,
         "exec": "PermissionError",
         "unshare": "PermissionError",
+        "read another process's memory": "EPERM",
+        "io_uring_setup": "EPERM",
+        "bpf": "EPERM",
         "inet socket": "PermissionError",
         "unix socket": "ok",
+        "fork": "ok",  # plain fork stays allowed (the pid namespace and rlimits bound it)
     }
+
+
+def _fork_and_exit() -> int:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    return pid
 
 
 def test_a_machine_without_the_layers_still_grades_and_says_so(arena):
