@@ -19,8 +19,9 @@ submissions (60% correct in several styles, 25% buggy, 10% slow: correct but 2 m
 Printed: submissions per second, wall per submission, the student code's own time per submission (the
 worker measures each call, with the backward pass through the student's graph for gradient checks, as
 baseline_one.py does), the grader's overhead per submission beyond it (from wall time: W x wall / N -
-student; from CPU time: CPU / N - student), peak memory per N, and the ratios. Nothing is asserted: the
-figures are for the reader (and the note in docs/SCALING.md).
+student; from CPU time: CPU / N - student, split into the grading process's own CPU and the sandbox
+side's: monitors, inits and workers), peak memory per N, and the ratios. Nothing is asserted: the figures
+are for the reader (and the note in docs/SCALING.md).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import statistics
 import subprocess
@@ -231,6 +233,7 @@ def run_grade(assignment: str, folder: Path, out: Path, workers: int, cwd: Path)
         "10",
     ]
     cpu = CpuGroup("seqgrade-bench")
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
@@ -246,12 +249,17 @@ def run_grade(assignment: str, folder: Path, out: Path, workers: int, cwd: Path)
     wall = time.perf_counter() - start
     cpu_seconds = cpu.seconds()
     cpu.close()
+    # the grading process's own CPU (and its zygote's: the zygote is its child, the zygote's own children
+    # are reaped without a wait and so not counted): the rest of the cgroup's is the sandbox side
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    grading = (done.ru_utime + done.ru_stime) - (children.ru_utime + children.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"seqgrade grade failed ({proc.returncode}):\n{stdout}\n{stderr[-2000:]}")
     reports = [json.loads(p.read_text()) for p in out.glob("*.json")]
     return {
         "wall": wall,
         "cpu": cpu_seconds,
+        "grading": grading,
         "n": len(reports),
         "peak_pss": mem.peak_pss,
         "peak_rss": mem.peak_rss,
@@ -383,12 +391,15 @@ def bench(
         marginal = (rows[big]["wall"] - rows[mid]["wall"]) / (big - mid)
         student = (rows[big]["student"] - rows[mid]["student"]) / (big - mid)
         cpu = (rows[big]["cpu"] - rows[mid]["cpu"]) / (big - mid)
+        grading = (rows[big]["grading"] - rows[mid]["grading"]) / (big - mid)
         overhead = 1000 * (marginal * workers - student)
         cpu_overhead = 1000 * (cpu - student)
         print(
             f"  marginal cost N={mid}->{big}: {1000 * marginal:.1f} ms/sub wall, "
             f"{1000 * (marginal * workers - student):.1f} ms/sub overhead beyond student code; "
-            f"CPU {1000 * cpu:.1f} ms/sub, {1000 * (cpu - student):.1f} ms/sub beyond student code; "
+            f"CPU {1000 * cpu:.1f} ms/sub, {1000 * (cpu - student):.1f} ms/sub beyond student code "
+            f"(the grading process {1000 * grading:.1f}, the workers and their hosts beyond the student's "
+            f"code {1000 * (cpu - grading - student):.1f}); "
             f"wall x{rows[big]['wall'] / rows[small]['wall']:.1f} for N x{big // small}; "
             f"peak PSS {rows[small]['peak_pss'] / 2**20:.0f} -> {rows[big]['peak_pss'] / 2**20:.0f} MB"
         )
