@@ -195,24 +195,30 @@ def public_difference(plan: Plan, path: Path | None = None) -> str:
         where = f"{a.function}, {a.kind} ({a.case.dtype}, {a.case.label})"
         if case(a) != case(b):
             return f"{where}: the case itself"
-        leaves_a, leaves_b = list(_leaves(inputs(a))), list(_leaves(inputs(b)))
-        if len(leaves_a) != len(leaves_b):
-            return f"{where}: the inputs"
-        for (pa, x), (pb, y) in zip(leaves_a, leaves_b, strict=True):
-            if pa != pb or not np.array_equal(x, y) or x.dtype != y.dtype:
-                return f"{where}: the inputs at {pa}"
-        leaves_a, leaves_b = list(_leaves(a.expected)), list(_leaves(b.expected))
-        if len(leaves_a) != len(leaves_b):
-            return f"{where}: the expected output"
-        for (pa, x), (pb, y) in zip(leaves_a, leaves_b, strict=True):
-            same = pa == pb and x.shape == y.shape and x.dtype == y.dtype
-            if same and x.dtype.kind == "f":
-                same = bool(np.allclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True))
-            elif same:
-                same = bool(np.array_equal(x, y))
-            if not same:
-                return f"{where}: the expected output{pa}"
+        at = _first_difference(inputs(a), inputs(b), close=False)
+        if at is not None:
+            return f"{where}: the inputs" + (f" at {at}" if at else "")
+        at = _first_difference(a.expected, b.expected, close=True)
+        if at is not None:
+            return f"{where}: the expected output{at}"
     return ""
+
+
+def _first_difference(a: Any, b: Any, *, close: bool) -> str | None:
+    """The path of the first leaf where two case trees differ ('' when they have different numbers of
+    leaves), None where they agree: bit for bit, or with `close` floats to rtol 1e-9, atol 1e-12."""
+    leaves_a, leaves_b = list(_leaves(a)), list(_leaves(b))
+    if len(leaves_a) != len(leaves_b):
+        return ""
+    for (pa, x), (pb, y) in zip(leaves_a, leaves_b, strict=True):
+        same = pa == pb and x.shape == y.shape and x.dtype == y.dtype
+        if same and close and x.dtype.kind == "f":
+            same = bool(np.allclose(x, y, rtol=1e-9, atol=1e-12, equal_nan=True))
+        elif same:
+            same = bool(np.array_equal(x, y))
+        if not same:
+            return pa
+    return None
 
 
 def _leaves(tree: Any, path: str = "") -> Any:

@@ -229,9 +229,7 @@ def zygote_entry(fd: int, root: str) -> None:
     try:
         _warm()
         _hide_grader(root)
-        sandbox.readable_paths()  # Landlock's allow-list, computed once for every worker
-        sandbox.prepare()  # the Landlock rules' rights and the seccomp program, likewise
-        sandbox.protected_dirs()  # the trees a worker's mount namespace covers
+        sandbox.prepare()  # what every worker's confinement and mount namespace need, computed once
         gc.collect()
         gc.freeze()  # workers never scan (and so never copy) the zygote's objects in their collections
         _huge_pages()
