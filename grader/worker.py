@@ -230,6 +230,11 @@ def zygote_entry(fd: int, root: str) -> None:
         _warm()
         _hide_grader(root)
         sandbox.prepare()  # what every worker's confinement and mount namespace need, computed once
+        # Torch's unwind tables stay mapped here, so in the page cache while the zygote lives: a machine that
+        # reclaims page-cache pages no process maps (this project's VMs page them out after a minute unused,
+        # DAMON) would make a student's first C++ exception read 50 to 75 MB from disk, 0.1 to 2 s, which is
+        # a timeout under a short --timeout instead of the error message. The read began in _warm.
+        _advise(_unwind_tables(), MADV_POPULATE_READ)
         gc.collect()
         gc.freeze()  # workers never scan (and so never copy) the zygote's objects in their collections
         _huge_pages()
@@ -254,6 +259,7 @@ def _warm() -> None:
     import torch
 
     torch.set_num_threads(1)  # before the first op: a forked multi-threaded torch hangs
+    _advise(_unwind_tables(), MADV_WILLNEED)  # torch's: read ahead now, while the warm-up runs
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:
@@ -293,6 +299,11 @@ def _warm() -> None:
         raise ZeroDivisionError
     except ZeroDivisionError as e:  # traceback formatting imports linecache & co.
         traceback.extract_tb(e.__traceback__)
+    for fails in (lambda: torch.zeros(2, 3) @ torch.zeros(4, 5), lambda: torch.empty(1 << 62)):
+        try:  # torch's C++ exceptions (a shape error, a failed allocation): their code is mapped here
+            fails()
+        except (RuntimeError, MemoryError):
+            pass
 
 
 def _huge_pages() -> None:
@@ -321,6 +332,70 @@ def _huge_pages() -> None:
             libc.madvise(start, end - start, madv_hugepage)
             if time.monotonic() < deadline:  # now, not whenever khugepaged gets to it (about 165 ms here)
                 libc.madvise(start, end - start, madv_collapse)
+
+
+UNWIND_SECTIONS = (b".eh_frame_hdr", b".eh_frame", b".gcc_except_table")
+MADV_WILLNEED, MADV_POPULATE_READ = 3, 22
+
+
+def _unwind_tables(maps: str = "/proc/self/maps") -> list[tuple[str, str, int, int]]:
+    """(library, section, address, size) of the unwind tables of every shared library in `maps` (a
+    process's /proc/PID/maps: the addresses are that process's).
+
+    A C++ exception (torch's shape errors, a failed allocation) reads them: the unwinder binary-searches
+    .eh_frame_hdr and reads the FDEs and .gcc_except_table entries of every frame, pages all over 26 MB in
+    libtorch_cpu. A library whose ELF headers we cannot read is left out."""
+    import struct
+
+    try:
+        with open(maps) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    bases: dict[str, int] = {}  # library -> its load address (the mapping of file offset 0)
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5].startswith("/") and ".so" in fields[5] and int(fields[2], 16) == 0:
+            bases.setdefault(fields[5], int(fields[0].split("-")[0], 16))
+    tables = []
+    for path, base in bases.items():
+        try:
+            with open(path, "rb") as f:
+                head = f.read(64)
+                if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:  # ELF64, little-endian
+                    continue
+                (shoff,) = struct.unpack_from("<Q", head, 0x28)
+                shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
+                if shentsize != 64 or not 0 < shnum or shstrndx >= shnum:
+                    continue
+                f.seek(shoff)
+                table = f.read(64 * shnum)
+                names_off, names_size = struct.unpack_from("<QQ", table, 64 * shstrndx + 0x18)
+                f.seek(names_off)
+                names = f.read(min(names_size, 1 << 20))
+            for i in range(shnum):
+                name_at, _, _, addr, _, size = struct.unpack_from("<IIQQQQ", table, 64 * i)
+                name = names[name_at : names.find(b"\0", name_at)]
+                if addr and size and name in UNWIND_SECTIONS:
+                    tables.append((path, name.decode(), base + addr, size))
+        except (OSError, struct.error):
+            continue
+    return tables
+
+
+def _advise(tables: list[tuple[str, str, int, int]], advice: int) -> int:
+    """madvise the pages of each (library, section, address, size); returns the bytes it was accepted for
+    (0 where the kernel lacks the advice)."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    page, done = os.sysconf("SC_PAGE_SIZE"), 0
+    for _, _, address, size in tables:
+        start = address & ~(page - 1)
+        if libc.madvise(start, address + size - start, advice) == 0:
+            done += size
+    return done
 
 
 def _workers_can_import(*packages: str) -> bool:

@@ -940,3 +940,44 @@ def test_a_function_that_crashes_on_every_call_costs_only_its_own_points(grade_h
         )
     skipped = [t.message for t in r.tests if t.function == "scaled_dot_product_attention" and not t.passed]
     assert any("crashed the worker 3 times" in m for m in skipped), skipped[:5]
+
+
+def test_the_zygote_keeps_torchs_unwind_tables_in_memory(zygote):
+    """A student's first torch error must not be a timeout: its C++ exception reads the unwind tables of
+    libtorch_cpu (26 MB, read all over), which a machine that reclaims page-cache pages no process maps
+    (this project's VMs do, after a minute unused) would fetch from disk: a failed allocation took 93 ms
+    to 2.1 s and read 75 MB with cold caches, 0.7 ms with warm ones; the likely cause of res_memory's
+    rnn_step timing out under the arena's 1 s in 3 of about 7 full runs. The zygote maps every page of
+    them, so they stay while it lives."""
+    from grader import worker
+
+    zygote._wait_ready()
+    tables = worker._unwind_tables(f"/proc/{zygote.pid}/maps")
+    torch_cpu = [t for t in tables if os.path.basename(t[0]) == "libtorch_cpu.so"]
+    assert {name for _, name, _, _ in torch_cpu} == {".eh_frame_hdr", ".eh_frame", ".gcc_except_table"}
+    assert sum(size for *_, size in torch_cpu) > 8 << 20
+    page = os.sysconf("SC_PAGE_SIZE")
+    missing = 0
+    with open(f"/proc/{zygote.pid}/pagemap", "rb") as f:  # bit 63: the page is in its page table
+        for _, _, address, size in torch_cpu:
+            first, last = address // page, (address + size - 1) // page
+            f.seek(first * 8)
+            entries = f.read((last - first + 1) * 8)
+            missing += sum(not entries[i + 7] & 0x80 for i in range(0, len(entries), 8))
+    assert missing == 0, f"{missing} pages of libtorch_cpu's unwind tables are not mapped in the zygote"
+
+
+def test_unwind_tables_are_found_where_the_library_is_loaded():
+    """The addresses are the sections' own: .eh_frame_hdr starts with its version byte (1) and its
+    encodings, read here from this process's copy of libtorch_cpu."""
+    import ctypes
+
+    import torch  # noqa: F401 - loads libtorch_cpu
+
+    from grader import worker
+
+    tables = worker._unwind_tables()
+    hdrs = [a for p, name, a, _ in tables if name == ".eh_frame_hdr" and p.endswith("/libtorch_cpu.so")]
+    assert len(hdrs) == 1
+    assert ctypes.string_at(hdrs[0], 1) == b"\x01"
+    assert worker._advise(tables, worker.MADV_WILLNEED) == sum(size for *_, size in tables)
