@@ -234,7 +234,10 @@ def zygote_entry(fd: int, root: str) -> None:
         # reclaims page-cache pages no process maps (this project's VMs page them out after a minute unused,
         # DAMON) would make a student's first C++ exception read 50 to 75 MB from disk, 0.1 to 2 s, which is
         # a timeout under a short --timeout instead of the error message. The read began in _warm.
-        _advise(_unwind_tables(), MADV_POPULATE_READ)
+        try:  # an optimisation: it must never stop the zygote
+            _advise(_unwind_tables(), MADV_POPULATE_READ)
+        except Exception:  # noqa: BLE001
+            pass
         gc.collect()
         gc.freeze()  # workers never scan (and so never copy) the zygote's objects in their collections
         _huge_pages()
@@ -259,7 +262,10 @@ def _warm() -> None:
     import torch
 
     torch.set_num_threads(1)  # before the first op: a forked multi-threaded torch hangs
-    _advise(_unwind_tables(), MADV_WILLNEED)  # torch's: read ahead now, while the warm-up runs
+    try:  # torch's: read ahead now, while the warm-up runs (mapped at the end of the zygote's start)
+        _advise(_unwind_tables(), MADV_WILLNEED)
+    except Exception:  # noqa: BLE001 - an optimisation: it must never stop the zygote
+        pass
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:
@@ -299,10 +305,13 @@ def _warm() -> None:
         raise ZeroDivisionError
     except ZeroDivisionError as e:  # traceback formatting imports linecache & co.
         traceback.extract_tb(e.__traceback__)
-    for fails in (lambda: torch.zeros(2, 3) @ torch.zeros(4, 5), lambda: torch.empty(1 << 62)):
+    for fails in (
+        lambda: torch.zeros(2, 3) @ torch.zeros(4, 5),
+        lambda: torch.empty(1 << 60, dtype=torch.uint8),
+    ):
         try:  # torch's C++ exceptions (a shape error, a failed allocation): their code is mapped here
             fails()
-        except (RuntimeError, MemoryError):
+        except Exception:  # noqa: BLE001 - RuntimeError here; another torch may raise another kind
             pass
 
 
@@ -336,62 +345,80 @@ def _huge_pages() -> None:
 
 UNWIND_SECTIONS = (b".eh_frame_hdr", b".eh_frame", b".gcc_except_table")
 MADV_WILLNEED, MADV_POPULATE_READ = 3, 22
+_SECTIONS: dict[bytes, list[tuple[str, int, int, int]]] = {}  # library -> its (section, addr, size, offset)
 
 
-def _unwind_tables(maps: str = "/proc/self/maps") -> list[tuple[str, str, int, int]]:
-    """(library, section, address, size) of the unwind tables of every shared library in `maps` (a
-    process's /proc/PID/maps: the addresses are that process's).
+def _unwind_tables(maps: str = "/proc/self/maps") -> list[tuple[str, str, int, int, int]]:
+    """(library, section, address, size, file offset) of the unwind tables of every shared library in
+    `maps` (a process's /proc/PID/maps: the addresses are that process's).
 
     A C++ exception (torch's shape errors, a failed allocation) reads them: the unwinder binary-searches
     .eh_frame_hdr and reads the FDEs and .gcc_except_table entries of every frame, pages all over 26 MB in
-    libtorch_cpu. A library whose ELF headers we cannot read is left out."""
-    import struct
-
+    libtorch_cpu. A library whose ELF headers we cannot read (or that lies in them) is left out; nothing
+    here raises."""
     try:
-        with open(maps) as f:
+        with open(maps, "rb") as f:  # bytes: a library's path need not be UTF-8
             lines = f.read().splitlines()
     except OSError:
         return []
-    bases: dict[str, int] = {}  # library -> its load address (the mapping of file offset 0)
+    bases: dict[bytes, int] = {}  # library -> its load address (the mapping of file offset 0)
     for line in lines:
         fields = line.split(maxsplit=5)
-        if len(fields) == 6 and fields[5].startswith("/") and ".so" in fields[5] and int(fields[2], 16) == 0:
-            bases.setdefault(fields[5], int(fields[0].split("-")[0], 16))
+        try:
+            if len(fields) == 6 and fields[5][:1] == b"/" and b".so" in fields[5] and int(fields[2], 16) == 0:
+                bases.setdefault(fields[5], int(fields[0].split(b"-")[0], 16))
+        except ValueError:
+            continue
     tables = []
     for path, base in bases.items():
-        try:
-            with open(path, "rb") as f:
-                head = f.read(64)
-                if head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:  # ELF64, little-endian
-                    continue
-                (shoff,) = struct.unpack_from("<Q", head, 0x28)
-                shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
-                if shentsize != 64 or not 0 < shnum or shstrndx >= shnum:
-                    continue
-                f.seek(shoff)
-                table = f.read(64 * shnum)
-                names_off, names_size = struct.unpack_from("<QQ", table, 64 * shstrndx + 0x18)
-                f.seek(names_off)
-                names = f.read(min(names_size, 1 << 20))
-            for i in range(shnum):
-                name_at, _, _, addr, _, size = struct.unpack_from("<IIQQQQ", table, 64 * i)
-                name = names[name_at : names.find(b"\0", name_at)]
-                if addr and size and name in UNWIND_SECTIONS:
-                    tables.append((path, name.decode(), base + addr, size))
-        except (OSError, struct.error):
-            continue
+        if path not in _SECTIONS:
+            _SECTIONS[path] = _elf_sections(path)
+        name = os.fsdecode(path)
+        tables += [
+            (name, section, base + addr, size, offset) for section, addr, size, offset in _SECTIONS[path]
+        ]
     return tables
 
 
-def _advise(tables: list[tuple[str, str, int, int]], advice: int) -> int:
-    """madvise the pages of each (library, section, address, size); returns the bytes it was accepted for
-    (0 where the kernel lacks the advice)."""
+def _elf_sections(path: bytes) -> list[tuple[str, int, int, int]]:
+    """(section, address in the library, size, file offset) of its unwind tables; [] if it is not a
+    readable little-endian ELF64 file (the loader ignores section headers, so they may be anything)."""
+    import struct
+
+    found = []
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2 or head[5] != 1:
+                return []
+            (shoff,) = struct.unpack_from("<Q", head, 0x28)
+            shentsize, shnum, shstrndx = struct.unpack_from("<HHH", head, 0x3A)
+            if shentsize != 64 or not 0 < shnum or shstrndx >= shnum:
+                return []
+            f.seek(shoff)
+            table = f.read(64 * shnum)
+            names_off, names_size = struct.unpack_from("<QQ", table, 64 * shstrndx + 0x18)
+            f.seek(names_off)
+            names = f.read(min(names_size, 1 << 20))
+        for i in range(shnum):
+            name_at, _, _, addr, offset, size = struct.unpack_from("<IIQQQQ", table, 64 * i)
+            name = names[name_at : names.find(b"\0", name_at)]
+            if addr and size and name in UNWIND_SECTIONS:
+                found.append((name.decode(), addr, size, offset))
+    except (OSError, ValueError, OverflowError, struct.error):  # ValueError: an offset past 2**63
+        return []
+    return found
+
+
+def _advise(tables: list[tuple[str, str, int, int, int]], advice: int) -> int:
+    """madvise the pages of each (library, section, address, size, offset); returns the bytes it was
+    accepted for (0 where the kernel lacks the advice)."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
     page, done = os.sysconf("SC_PAGE_SIZE"), 0
-    for _, _, address, size in tables:
+    for _, _, address, size, _ in tables:
         start = address & ~(page - 1)
         if libc.madvise(start, address + size - start, advice) == 0:
             done += size

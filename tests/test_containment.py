@@ -942,42 +942,79 @@ def test_a_function_that_crashes_on_every_call_costs_only_its_own_points(grade_h
     assert any("crashed the worker 3 times" in m for m in skipped), skipped[:5]
 
 
+def _populate_read_works() -> bool:
+    """Whether the kernel has MADV_POPULATE_READ (Linux >= 5.14): probed on a page of our own."""
+    import ctypes
+    import mmap
+
+    from grader import worker
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    m = mmap.mmap(-1, mmap.PAGESIZE)
+    try:
+        address = ctypes.addressof(ctypes.c_char.from_buffer(m))
+        return libc.madvise(address, mmap.PAGESIZE, worker.MADV_POPULATE_READ) == 0
+    finally:
+        m.close()
+
+
+def _torch_cpu(tables: list) -> list:
+    return [t for t in tables if os.path.basename(t[0]).startswith("libtorch_cpu.so")]
+
+
 def test_the_zygote_keeps_torchs_unwind_tables_in_memory(zygote):
     """A student's first torch error must not be a timeout: its C++ exception reads the unwind tables of
     libtorch_cpu (26 MB, read all over), which a machine that reclaims page-cache pages no process maps
-    (this project's VMs do, after a minute unused) would fetch from disk: a failed allocation took 93 ms
-    to 2.1 s and read 75 MB with cold caches, 0.7 ms with warm ones; the likely cause of res_memory's
-    rnn_step timing out under the arena's 1 s in 3 of about 7 full runs. The zygote maps every page of
-    them, so they stay while it lives."""
+    (the VM this was measured on does, after a minute unused) would fetch from disk: a failed allocation
+    took 93 ms to 2.1 s and read 75 MB with cold caches, 0.7 ms with warm ones; the likely cause of
+    res_memory's rnn_step timing out under the arena's 1 s in 3 of about 7 full runs. The zygote maps every
+    page of them, so they stay while it lives (up to a few evicted under memory pressure: 5%)."""
     from grader import worker
 
+    if not _populate_read_works():
+        pytest.skip("no MADV_POPULATE_READ (Linux < 5.14): the zygote cannot map them ahead")
     zygote._wait_ready()
-    tables = worker._unwind_tables(f"/proc/{zygote.pid}/maps")
-    torch_cpu = [t for t in tables if os.path.basename(t[0]) == "libtorch_cpu.so"]
-    assert {name for _, name, _, _ in torch_cpu} == {".eh_frame_hdr", ".eh_frame", ".gcc_except_table"}
-    assert sum(size for *_, size in torch_cpu) > 8 << 20
+    torch_cpu = _torch_cpu(worker._unwind_tables(f"/proc/{zygote.pid}/maps"))
+    if not torch_cpu:
+        pytest.skip("no libtorch_cpu.so among the zygote's libraries (another torch build)")
+    assert {t[1] for t in torch_cpu} == {".eh_frame_hdr", ".eh_frame", ".gcc_except_table"}
     page = os.sysconf("SC_PAGE_SIZE")
-    missing = 0
+    missing = pages = 0
     with open(f"/proc/{zygote.pid}/pagemap", "rb") as f:  # bit 63: the page is in its page table
-        for _, _, address, size in torch_cpu:
+        for _, _, address, size, _ in torch_cpu:
             first, last = address // page, (address + size - 1) // page
             f.seek(first * 8)
             entries = f.read((last - first + 1) * 8)
+            pages += len(entries) // 8
             missing += sum(not entries[i + 7] & 0x80 for i in range(0, len(entries), 8))
-    assert missing == 0, f"{missing} pages of libtorch_cpu's unwind tables are not mapped in the zygote"
+    assert pages > 2000
+    assert missing <= pages // 20, (
+        f"{missing} of {pages} pages of libtorch_cpu's unwind tables are not mapped"
+    )
 
 
-def test_unwind_tables_are_found_where_the_library_is_loaded():
-    """The addresses are the sections' own: .eh_frame_hdr starts with its version byte (1) and its
-    encodings, read here from this process's copy of libtorch_cpu."""
-    import ctypes
-
-    import torch  # noqa: F401 - loads libtorch_cpu
+def test_unwind_tables_are_found_where_each_library_is_loaded():
+    """Every library's tables are where _unwind_tables says: the bytes at each address are the file's
+    bytes at the section's offset (read through /proc/self/mem, so a wrong address fails, not crashes)."""
+    import torch  # noqa: F401 - loads libtorch_cpu and its neighbours
 
     from grader import worker
 
     tables = worker._unwind_tables()
-    hdrs = [a for p, name, a, _ in tables if name == ".eh_frame_hdr" and p.endswith("/libtorch_cpu.so")]
-    assert len(hdrs) == 1
-    assert ctypes.string_at(hdrs[0], 1) == b"\x01"
-    assert worker._advise(tables, worker.MADV_WILLNEED) == sum(size for *_, size in tables)
+    assert len({t[0] for t in tables}) > 5, tables[:3]
+    mem = os.open("/proc/self/mem", os.O_RDONLY)
+    try:
+        for path, section, address, size, offset in tables:
+            n = min(size, 4096)
+            with open(path, "rb") as f:
+                f.seek(offset)
+                expected = f.read(n)
+            try:
+                got = os.pread(mem, n, address)
+            except OSError as e:
+                pytest.fail(f"{path} {section}: {address:#x} is not mapped ({e})")
+            assert got == expected, (path, section)
+    finally:
+        os.close(mem)
+    assert worker._advise(tables, worker.MADV_WILLNEED) == sum(t[3] for t in tables)
