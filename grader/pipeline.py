@@ -35,7 +35,7 @@ from grader import banned as banned_scan
 from grader import cases as cases_mod
 from grader import report
 from grader.cases import CaseSet
-from grader.errors import ConfigError
+from grader.errors import ConfigError, InputError
 from grader.loader import Submission, discover
 from grader.plan import Plan, load_plan
 from grader.runner import RunOptions, RunResult, run_submission
@@ -261,13 +261,20 @@ def grade(
         plan = load_plan(assignment)
         subs = discover(Path(submissions), plan.module, workdir=unzip_dir)
         _unique_ids(subs)
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        clashes = report.case_clashes(out, [s.student for s in subs])
+        if clashes:
+            names = "; ".join(" and ".join(repr(x) for x in g) for g in clashes)
+            raise InputError(
+                f"{names} would share one report file in {out}, which does not tell upper from lower case: "
+                "rename one of the submissions, or pass an --out folder on a case-sensitive file system"
+            )
         secret, note = cases_mod.load_secret(options.secret_path)
         key = f"{plan.name}:{cases_mod.fingerprint(secret)}:{','.join(options.visibilities)}:{grading_code(plan)}"
         case_sets, cache_note = prepare_case_sets(
             plan, options.visibilities, secret, cache=options.cache, cache_dir=options.cache_dir
         )
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
         if options.students:
             unknown = sorted(set(options.students) - {s.student for s in subs})
             if unknown:

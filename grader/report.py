@@ -46,6 +46,28 @@ def file_stem(student: str) -> str:
     return slug
 
 
+def case_clashes(out: Path, students: list[str]) -> list[list[str]]:
+    """Students whose report files would be one file in `out`: their stems differ only in case ("Alice"
+    and "alice") and `out` does not tell case apart (vfat, exFAT, a macOS or Windows share). [] on a
+    case-sensitive folder, the usual Linux one, where each keeps its own report."""
+    groups: dict[str, list[str]] = {}
+    for s in students:
+        groups.setdefault(file_stem(s).lower(), []).append(s)
+    clashes = [sorted(g) for g in groups.values() if len(g) > 1]
+    return clashes if clashes and not case_sensitive(out) else []
+
+
+def case_sensitive(folder: Path) -> bool:
+    """Whether `folder` keeps "A" and "a" apart: a probe file with upper-case letters, looked up in lower case."""
+    fd, probe = tempfile.mkstemp(prefix=".seqgrade-CASE-", dir=folder)
+    os.close(fd)
+    try:
+        twin = os.path.join(os.path.dirname(probe), os.path.basename(probe).lower())
+        return not os.path.exists(twin)
+    finally:
+        os.unlink(probe)
+
+
 def to_results_json(r: SubmissionResult) -> dict[str, Any]:
     """Gradescope's results.json fields (score, max_score, tests[...], output, visibility) plus extras."""
     tests = [

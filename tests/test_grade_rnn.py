@@ -385,6 +385,33 @@ def test_bad_input_is_one_line_and_nonzero(runner, tmp_path, args, fragment, reu
     assert fragment in lines[0]
 
 
+def test_students_whose_reports_would_share_a_file_stop_the_run(runner, tmp_path, monkeypatch, reuse_zygote):
+    """'Alice' and 'alice' are two students on Linux, and each gets a report. On an --out folder that does
+    not tell case apart (vfat, exFAT, a macOS share) their reports would be one file, one student's grade
+    silently gone: the run stops before grading anyone, with one line naming both."""
+    from grader import report
+
+    monkeypatch.chdir(tmp_path)
+    subs = tmp_path / "class"
+    subs.mkdir()
+    for sid in ("Alice", "alice", "bob"):
+        (subs / f"{sid}.py").write_bytes(CORRECT_FILE.read_bytes())
+    out = tmp_path / "out"
+    cmd = ["grade", "rnn", str(subs), "--out", str(out), "--timeout", "5"]
+    assert report.case_sensitive(tmp_path)  # this machine's folders: both reports are kept
+    r = runner.invoke(main, cmd)
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.glob("*.json")) == ["Alice.json", "alice.json", "bob.json"]
+
+    monkeypatch.setattr(report, "case_sensitive", lambda folder: False)
+    out2 = tmp_path / "out2"
+    r = runner.invoke(main, [*cmd[:4], str(out2), *cmd[5:]])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code != 0 and len(lines) == 1 and lines[0].startswith("Error: "), r.output
+    assert "'Alice' and 'alice'" in lines[0] and "bob" not in lines[0]
+    assert not list(out2.glob("*.json"))
+
+
 def test_examples_demo(grade_hidden):
     """The demo's examples: correct gets full marks, buggy and broken lose points."""
     examples = ROOT / "examples" / "rnn"
