@@ -59,7 +59,10 @@ def case_clashes(out: Path, students: list[str]) -> list[list[str]]:
 
 def case_sensitive(folder: Path) -> bool:
     """Whether `folder` keeps "A" and "a" apart: a probe file with upper-case letters, looked up in lower case."""
-    fd, probe = tempfile.mkstemp(prefix=".seqgrade-CASE-", dir=folder)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".seqgrade-CASE-", dir=folder)
+    except OSError:  # not writable: writing the reports will say so
+        return True
     os.close(fd)
     try:
         twin = os.path.join(os.path.dirname(probe), os.path.basename(probe).lower())
