@@ -231,13 +231,11 @@ def zygote_entry(fd: int, root: str) -> None:
         _hide_grader(root)
         sandbox.prepare()  # what every worker's confinement and mount namespace need, computed once
         # Torch's unwind tables stay mapped here, so in the page cache while the zygote lives: a machine that
-        # reclaims page-cache pages no process maps (this project's VMs page them out after a minute unused,
-        # DAMON) would make a student's first C++ exception read 50 to 75 MB from disk, 0.1 to 2 s, which is
-        # a timeout under a short --timeout instead of the error message. The read began in _warm.
-        try:  # an optimisation: it must never stop the zygote
-            _advise(_unwind_tables(), MADV_POPULATE_READ)
-        except Exception:  # noqa: BLE001
-            pass
+        # reclaims page-cache pages no process maps (the VM this was measured on pages them out after a
+        # minute unused, DAMON) would make a student's first C++ exception read 50 to 75 MB from disk, 0.1
+        # to 2 s, which is a timeout under a short --timeout instead of the error message. The read began in
+        # _warm.
+        _advise_unwind_tables(MADV_POPULATE_READ)
         gc.collect()
         gc.freeze()  # workers never scan (and so never copy) the zygote's objects in their collections
         _huge_pages()
@@ -262,10 +260,7 @@ def _warm() -> None:
     import torch
 
     torch.set_num_threads(1)  # before the first op: a forked multi-threaded torch hangs
-    try:  # torch's: read ahead now, while the warm-up runs (mapped at the end of the zygote's start)
-        _advise(_unwind_tables(), MADV_WILLNEED)
-    except Exception:  # noqa: BLE001 - an optimisation: it must never stop the zygote
-        pass
+    _advise_unwind_tables(MADV_WILLNEED)  # torch's: read ahead now, mapped at the end of the zygote's start
     try:
         torch.set_num_interop_threads(1)
     except RuntimeError:
@@ -320,10 +315,7 @@ def _huge_pages() -> None:
     GLIBC_TUNABLES) with transparent huge pages where the kernel allows: a fork then copies one page-table
     entry per 2 MiB instead of 512, and an exit frees as few. A worker's first write to such a page splits
     only its own mapping of it. Nothing changes where THP is off (madvise refuses; ignored)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    madvise = _madvise()
     madv_hugepage, madv_collapse, huge = 14, 25, 1 << 21
     try:
         with open("/proc/self/maps") as f:
@@ -338,9 +330,18 @@ def _huge_pages() -> None:
         start, end = (int(x, 16) for x in fields[0].split("-"))
         start, end = (start + huge - 1) & ~(huge - 1), end & ~(huge - 1)
         if end - start >= huge and "w" in fields[1]:
-            libc.madvise(start, end - start, madv_hugepage)
+            madvise(start, end - start, madv_hugepage)
             if time.monotonic() < deadline:  # now, not whenever khugepaged gets to it (about 165 ms here)
-                libc.madvise(start, end - start, madv_collapse)
+                madvise(start, end - start, madv_collapse)
+
+
+def _madvise() -> Any:
+    """libc's madvise(address, length, advice) -> 0 or -1."""
+    import ctypes
+
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return madvise
 
 
 UNWIND_SECTIONS = (b".eh_frame_hdr", b".eh_frame", b".gcc_except_table")
@@ -413,16 +414,20 @@ def _elf_sections(path: bytes) -> list[tuple[str, int, int, int]]:
 def _advise(tables: list[tuple[str, str, int, int, int]], advice: int) -> int:
     """madvise the pages of each (library, section, address, size, offset); returns the bytes it was
     accepted for (0 where the kernel lacks the advice)."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    page, done = os.sysconf("SC_PAGE_SIZE"), 0
+    madvise, page, done = _madvise(), os.sysconf("SC_PAGE_SIZE"), 0
     for _, _, address, size, _ in tables:
         start = address & ~(page - 1)
-        if libc.madvise(start, address + size - start, advice) == 0:
+        if madvise(start, address + size - start, advice) == 0:
             done += size
     return done
+
+
+def _advise_unwind_tables(advice: int) -> None:
+    """_advise every loaded library's unwind tables; an optimisation, so it never stops the zygote."""
+    try:
+        _advise(_unwind_tables(), advice)
+    except Exception:  # noqa: BLE001
+        pass
 
 
 def _workers_can_import(*packages: str) -> bool:
