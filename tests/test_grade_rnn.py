@@ -487,6 +487,49 @@ def test_a_pair_that_raises_gives_the_forward_call_its_own_call_on_its_own_input
     assert torch.allclose(alone_tree["value"], torch.tanh(x_t @ W_ih.T + b_ih + h @ W_hh.T + b_hh))
 
 
+def test_the_inits_copies_are_used_once_and_the_preloaded_inputs_stay_untouched():
+    """The init makes each call's copies once (leaves requiring grad for the arguments whose gradients are
+    checked); a worker passes them to the student's function and compares them with the preloaded tensors
+    afterwards. A call made a second time in the same worker gets fresh copies, never the first call's
+    (changed) ones, and the preloaded tensors never change."""
+    import types
+
+    import torch
+
+    from grader import cases, runner, worker
+
+    case_set = cases.build(PLAN, "hidden", b"copies")
+    preload = runner._preload(case_set, PLAN)
+    calls = worker._read_preload(runner._memfile(preload.data))
+    for meta, tree in calls:
+        tree["ready"] = worker._ready(meta, tree)
+    j = min(preload.pairs) + 1  # a gradient call of rnn_step
+    meta, tree = calls[j]
+    args, before, leaves = tree["ready"]
+    originals = [a.clone() for a in tree["args"]]
+    grad_wrt = [int(i) for i in meta["grad_wrt"]]
+    assert grad_wrt and all(args[i].requires_grad and args[i].is_leaf for i in grad_wrt)
+    assert [id(t) for t in leaves] == [id(args[i]) for i in grad_wrt]
+    assert all(a is not b for a, b in zip(args, tree["args"], strict=True))
+    assert [id(t) for _, t in before] == [id(a) for a in tree["args"]]
+    seen = []
+
+    def rnn_step(x_t, h_prev, W_ih, W_hh, b_ih, b_hh):
+        seen.append((x_t, h_prev.detach().clone()))
+        with torch.no_grad():
+            x_t.mul_(2.0)  # in place, on the inputs the function was given
+        return torch.tanh(x_t @ W_ih.T + b_ih + h_prev @ W_hh.T + b_hh)
+
+    runs = worker.Worker(None, worker.Tracer(), calls)
+    runs.module = types.SimpleNamespace(rnn_step=rnn_step)
+    [(first, _)], [(second, _)] = list(runs.do_call(meta, tree)), list(runs.do_call(meta, tree))
+    assert first["ok"] and second["ok"]
+    assert first["mutated"] == second["mutated"] == [[0, 0]]
+    assert seen[0][0] is args[0] and seen[1][0] is not args[0]  # the init's copy, then a fresh one
+    assert torch.equal(seen[1][0], originals[0] * 2.0)  # not the first call's doubled copy doubled again
+    assert all(torch.equal(a, b) for a, b in zip(tree["args"], originals, strict=True))
+
+
 def _slots_without_workers(monkeypatch, run=lambda sub: sub):
     """grade_local with stand-ins for the worker and the scorer: run(sub) is what a submission's run gives,
     and its report is {"student": sub}. Returns grade_local(subs, workers) on those."""
