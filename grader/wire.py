@@ -70,26 +70,38 @@ class Received:
 def encode(message: dict[str, Any], tree: Any = None) -> bytes:
     """Encode a message dict plus a tree of arrays/scalars into bytes (used by both sides)."""
     chunks: list[bytes] = []
-    offset = [0]
+    offset = 0
+    torch = _torch()
+    tensor = torch.Tensor if torch is not None else None
+    bfloat16 = torch.bfloat16 if torch is not None else None
+
+    def array(arr: np.ndarray | None, kind: str, v: Any) -> Any:
+        nonlocal offset
+        if arr is None:
+            return {"o": type(v).__name__}
+        dt = _DTYPE_NAMES.get(arr.dtype) or str(arr.dtype)
+        if dt not in ALLOWED_DTYPES:
+            return {"o": f"array of dtype {dt}"}
+        data = arr.tobytes()  # C order whatever the strides
+        chunks.append(data)
+        ref = [offset, len(data)]
+        offset += len(data)
+        return {"a": ref, "dt": dt, "sh": list(arr.shape), "k": kind}
 
     def node(v: Any, depth: int) -> Any:
         if depth > MAX_DEPTH:
             return {"o": "too deep"}
+        if type(v) is tensor and v.dtype is not bfloat16:  # most nodes: a plain tensor, converted at once
+            try:
+                return array(v.numpy(force=True), "tensor", v)  # detach, cpu, resolve conj/neg, numpy
+            except Exception:
+                return {"o": type(v).__name__}
         if isinstance(v, Received):
             v = v.array
-        if isinstance(v, np.ndarray) or _is_tensor(v):
-            kind = "ndarray" if isinstance(v, np.ndarray) else "tensor"
-            arr = v if isinstance(v, np.ndarray) else _tensor_to_numpy(v)
-            if arr is None:
-                return {"o": type(v).__name__}
-            dt = _DTYPE_NAMES.get(arr.dtype) or str(arr.dtype)
-            if dt not in ALLOWED_DTYPES:
-                return {"o": f"array of dtype {dt}"}
-            data = arr.tobytes()  # C order whatever the strides
-            chunks.append(data)
-            ref = [offset[0], len(data)]
-            offset[0] += len(data)
-            return {"a": ref, "dt": dt, "sh": list(arr.shape), "k": kind}
+        if isinstance(v, np.ndarray):
+            return array(v, "ndarray", v)
+        if tensor is not None and isinstance(v, tensor):
+            return array(_tensor_to_numpy(v), "tensor", v)
         if v is None:
             return {"n": None}
         if isinstance(v, bool) or isinstance(v, np.bool_):
@@ -118,12 +130,17 @@ def encode(message: dict[str, Any], tree: Any = None) -> bytes:
         return {"o": type(v).__name__}
 
     body = dict(message)
-    body["tree"] = node(tree, 0)
-    js = json.dumps(body, allow_nan=True).encode()
+    if torch is None:
+        body["tree"] = node(tree, 0)
+    else:  # one switch for the whole tree: a torch-function mode the student's code left on is not called
+        with torch._C.DisableTorchFunction():
+            body["tree"] = node(tree, 0)
+    js = _JSON.encode(body).encode()
     payload = b"".join(chunks)
     return HEADER.pack(len(js), len(payload)) + js + payload
 
 
+_JSON = json.JSONEncoder(allow_nan=True)  # json.dumps's own, without its keyword handling per message
 _DTYPE_NAMES = {np.dtype(n): n for n in ALLOWED_DTYPES if n != "bfloat16"}  # str(dtype) costs microseconds
 _RECEIVED_DTYPES = {n: np.dtype("float32" if n == "bfloat16" else n) for n in ALLOWED_DTYPES}
 _TORCH: list[Any] = []  # torch, once imported (an import statement per value costs a lookup each time)
@@ -139,14 +156,9 @@ def _torch() -> Any:
     return _TORCH[0]
 
 
-def _is_tensor(v: Any) -> bool:
-    torch = _torch()
-    return torch is not None and isinstance(v, torch.Tensor)
-
-
 def _tensor_to_numpy(t: Any) -> np.ndarray | None:
-    """A numpy view of a tensor's data (encode copies it at once), bypassing subclass overrides and any
-    torch-function mode the student's code left on."""
+    """A numpy view of a tensor's data (encode copies it at once), bypassing a subclass's overrides (the
+    caller has switched torch functions off), bfloat16 as float32."""
     torch = _torch()
     try:
         with torch._C.DisableTorchFunction():

@@ -51,6 +51,21 @@ def test_tensor_subclass_cannot_lie_through_torch_function():
     assert out.array.tolist() == [5.0, 6.0]
 
 
+def test_a_torch_function_mode_left_on_cannot_change_what_is_sent():
+    """A student's function may leave a TorchFunctionMode on: plain tensors are still sent as they are."""
+    from torch.overrides import TorchFunctionMode
+
+    class Zeros(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            return torch.zeros(2).numpy() if func is torch.Tensor.numpy else func(*args, **(kwargs or {}))
+
+    real = torch.tensor([5.0, 6.0])
+    with Zeros():
+        assert real.numpy().tolist() == [0.0, 0.0]  # what the mode makes of a plain call
+        _, out = roundtrip({"value": real, "grads": [real.double()]})
+    assert out["value"].array.tolist() == [5.0, 6.0] and out["grads"][0].array.tolist() == [5.0, 6.0]
+
+
 def test_non_data_objects_are_named_not_executed():
     class Weird:
         pass
