@@ -33,7 +33,7 @@ from typing import Any
 
 from grader import banned as banned_scan
 from grader import cases as cases_mod
-from grader import report
+from grader import report, runner
 from grader.cases import CaseSet
 from grader.errors import ConfigError, InputError
 from grader.loader import Submission, discover
@@ -332,6 +332,8 @@ def grade(
                 meter.tick()
                 if progress:
                     progress(meter.done, meter.total, f"{meter.rate:.1f}/s {data['extra_data']['student']}")
+        if local:  # the last workers were ended without waiting: the run is over once they are gone
+            runner.SLOTS.settle()
         results = []  # everyone graded into OUT, this run or before; this run's reports are not read back
         for path in report.report_files(out):
             slim = written.get(path.name)

@@ -84,34 +84,62 @@ class SlotPool:
         self.free: list[tuple[int, int | None, Any]] = []  # (slot, uid, lock file)
         self.hosts: dict[int, SlotHost] = {}  # slot -> its host (touched only by the slot's holder)
         self.next = 0
+        self.made = 0  # slots made
+        self.held = 0  # slots acquired and not released
 
     def acquire(self) -> tuple[int, int | None, Any]:
+        """A free slot whose last worker is gone; else a new one, up to two per slot in use (a slot's worker
+        is ended while the next submission starts in another); else the free slot released first (its host
+        waits for its worker's end before it starts the next)."""
         with self.lock:
-            if self.free:
-                return self.free.pop()
-            if os.geteuid() != 0:
-                self.next += 1
-                return (self.next, None, None)
-            self.LOCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
-            while self.next < sandbox.MAX_SLOTS * 4:
-                slot = self.next
-                self.next += 1
-                uid = sandbox.slot_uid(slot)
-                if not sandbox.uid_is_free(uid):
-                    continue
-                f = open(self.LOCK_DIR / f"uid-{uid}.lock", "a+")  # noqa: SIM115 - held while the slot lives
-                try:
-                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    f.close()
-                    continue
-                _sweep_workdirs(uid)
-                return (slot, uid, f)
-            raise RuntimeError("no free worker uid (see SEQGRADE_UID_BASE)")
+            slot = self._free_slot()
+            if slot is None:
+                slot = self._new_slot()
+                self.made += 1
+            self.held += 1
+            return slot
+
+    def _free_slot(self) -> tuple[int, int | None, Any] | None:
+        for i in range(len(self.free) - 1, -1, -1):
+            host = self.hosts.get(self.free[i][0])
+            if host is None or host.settled():
+                return self.free.pop(i)
+        if self.free and self.made >= 2 * (self.held + 1):
+            return self.free.pop(0)
+        return None
+
+    def _new_slot(self) -> tuple[int, int | None, Any]:
+        if os.geteuid() != 0:
+            self.next += 1
+            return (self.next, None, None)
+        self.LOCK_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+        while self.next < sandbox.MAX_SLOTS * 4:
+            slot = self.next
+            self.next += 1
+            uid = sandbox.slot_uid(slot)
+            if not sandbox.uid_is_free(uid):
+                continue
+            f = open(self.LOCK_DIR / f"uid-{uid}.lock", "a+")  # noqa: SIM115 - held while the slot lives
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            _sweep_workdirs(uid)
+            return (slot, uid, f)
+        raise RuntimeError("no free worker uid (see SEQGRADE_UID_BASE)")
 
     def release(self, slot: tuple[int, int | None, Any]) -> None:
         with self.lock:
             self.free.append(slot)
+            self.held -= 1
+
+    def settle(self) -> None:
+        """Wait until the workers being ended in free slots are gone (the end of a grading run)."""
+        with self.lock:
+            hosts = [self.hosts[s[0]] for s in self.free if s[0] in self.hosts]
+        for host in hosts:
+            host.settle()
 
     def host(
         self,
@@ -206,6 +234,15 @@ class StatusReader:
                 break
         return self.get(key)
 
+    def ended(self) -> bool:
+        """Whether the end of file is here (read what is there, without waiting)."""
+        while self.fd is not None:
+            r, _, _ = select.select([self.fd], [], [], 0)
+            if not r:
+                return False
+            self.read(0)
+        return True
+
     def wait_eof(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.read(deadline - time.monotonic()):
@@ -232,6 +269,7 @@ class SlotHost:
         finally:
             os.close(fd)
         self.status = StatusReader(st)
+        self.ending: tuple[StatusReader, str] | None = None  # a worker being ended: its status, its folder
         init = self.status.wait_for("init", 30.0)
         self.init = int(init) if init and init.isdigit() else None
         if self.init is None:
@@ -239,8 +277,29 @@ class SlotHost:
             raise RuntimeError("the worker's monitor did not start")
         zygote.closers.append(self.close)
 
+    def settled(self) -> bool:
+        """Whether no worker of this host is still being ended (without waiting)."""
+        return self.ending is None or self.ending[0].ended()
+
+    def settle(self) -> None:
+        """Wait until the worker being ended is gone (its init says "done"), then remove its folder. An init
+        that does not say it within 10 s is killed, which ends the slot's namespace and all in it."""
+        if self.ending is None:
+            return
+        status, workdir = self.ending
+        self.ending = None
+        if not status.wait_eof(10.0):
+            self.kill()
+            self.close()
+            status.wait_eof(10.0)
+        status.close()
+        _remove_tree(workdir)
+
     def spawn(self, workdir: str, config: dict[str, Any]) -> tuple[socket.socket, int, int]:
         """Ask the init for a worker. Returns (socket to it, read end of its output, of its status)."""
+        self.settle()
+        if self.closed:
+            raise HostGone
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         out_r, out_w = os.pipe()
         st_r, st_w = os.pipe()
@@ -280,7 +339,9 @@ class SlotHost:
         if self.closed:
             return
         self.closed = True
-        self.ctrl.close()
+        self.ctrl.close()  # the init ends its worker (if any) and exits
+        if self.ending is not None:
+            self.settle()
         if not self.status.wait_eof(10.0):
             self.kill()
             self.status.wait_eof(10.0)
@@ -438,6 +499,30 @@ class WorkerHandle:
             if not chunk or not self.sink.add(chunk):
                 break
 
+    def end_later(self, workdir: str) -> bool:
+        """End the worker without waiting: what it printed so far is kept, and the host waits for its end
+        (then removes `workdir`) before it starts another worker, or when it closes. False if the init
+        could not be asked (the worker is then ended, and the slot with it)."""
+        if not self.alive:
+            return False
+        if not self.host.end():
+            self.kill()
+            return False
+        self.alive = False
+        while self.out is not None and select.select([self.out], [], [], 0)[0]:  # printed before its reply
+            chunk = _read_some(self.out)
+            if not chunk or not self.sink.add(chunk):
+                break
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.out is not None:
+            os.close(self.out)
+            self.out = None
+        self.host.ending = (self.status, workdir)
+        return True
+
     def kill(self) -> None:
         """End the worker and everything it started; returns once its init says all are gone."""
         if not self.alive:
@@ -503,6 +588,7 @@ def run_submission(
     tag = f"{slot[1]}-" if slot[1] is not None else ""  # the uid whose lock guards it (see _sweep_workdirs)
     workdir = tempfile.mkdtemp(prefix=f"seqgrade-w-{tag}", dir=parent)
     sink = OutputSink()
+    handed = False  # the workdir, to the slot's host: removed once the worker is gone
     try:
         _write_files(Path(workdir), sub.files)
         off = sorted(set(options.sandbox_off) | sandbox.disabled())  # + $SEQGRADE_SANDBOX_OFF
@@ -528,12 +614,14 @@ def run_submission(
         try:
             result.import_error = session.run(plan, cases, sub, result)
         finally:
-            session.close()
+            # the worker's end (3 to 5 ms: its exit, the init's reaping) overlaps the next submission's start
+            handed = session.close(workdir)
         result.restarts = session.restarts
         result.protections = session.protections
         zygote.protections = session.protections
     finally:
-        _remove_tree(workdir)
+        if not handed:
+            _remove_tree(workdir)
         SLOTS.release(slot)
     result.output = sink.text()
     result.output_truncated = sink.total > len(sink.kept)
@@ -799,9 +887,16 @@ class _Session:
             return
         skip[name] = Reply(failure="skipped", error=why)
 
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.kill()
+    def close(self, workdir: str | None = None) -> bool:
+        """End the worker; with `workdir`, without waiting: its host removes the folder once the worker is
+        gone. Returns whether the host took the folder."""
+        handle, self.handle = self.handle, None
+        if handle is None:
+            return False
+        if workdir is not None:
+            return handle.end_later(workdir)
+        handle.kill()
+        return False
 
 
 def _reply(call: Call, resp: dict[str, Any], value: Any) -> Reply:

@@ -916,6 +916,70 @@ def test_a_killed_runs_worker_folders_are_swept_before_their_uid_is_reused(tmp_p
                 shutil.rmtree(d, ignore_errors=True)
 
 
+def test_a_slot_whose_worker_is_still_ending_is_taken_last(monkeypatch):
+    """A submission's worker is ended without waiting: its slot goes back to the pool while the init empties
+    the slot's namespace. The next submission takes a slot whose worker is gone, else a new one (up to two
+    per slot in use), else the one released first (its host waits for the end before the next worker)."""
+    monkeypatch.setattr(runner.os, "geteuid", lambda: 1000)  # slots without uids: no lock files
+
+    class Host:
+        def __init__(self, done):
+            self.done = done
+
+        def settled(self):
+            return self.done
+
+    pool = runner.SlotPool()
+    a, b = pool.acquire(), pool.acquire()
+    pool.hosts[a[0]], pool.hosts[b[0]] = Host(False), Host(True)
+    pool.release(b)
+    pool.release(a)  # released last, but its worker is still ending
+    assert pool.acquire() == b
+    c = pool.acquire()  # a is still ending: a new slot (3 made, 2 held: up to 6)
+    assert c not in (a, b) and pool.made == 3
+    for s in (b, c):
+        pool.release(s)
+    pool.hosts[b[0]].done, pool.hosts[c[0]] = False, Host(False)
+    assert pool.acquire() == a  # nothing settled, 3 made >= 2 x (0 + 1): the first released waits
+    pool.hosts[a[0]].done = True
+    pool.release(a)
+    assert pool.acquire() == a and pool.held == 1
+
+
+def test_a_workers_folder_is_removed_once_every_process_of_it_is_gone(arena, tmp_path):
+    """run_submission returns without waiting for its worker's end; the slot's host removes the worker's
+    folder once the init says every process of it is gone, and a grading run ends only then. A process the
+    student left writing into the folder is dead by then: the folder does not come back."""
+    from grader import cases
+    from grader.loader import load_entry
+    from grader.plan import load_plan
+
+    source = (HOSTILE / "honest" / "correct_loops.py").read_text()
+    writer = (
+        "import os as _os, time as _time\n"
+        "if _os.fork() == 0:\n"
+        "    while True:\n"
+        "        open(f'left-{_time.monotonic_ns()}', 'w').close()\n"
+        "        _time.sleep(0.001)\n"
+    )
+    (tmp_path / "rnn.py").write_text(source + "\n" + writer)
+    plan = load_plan("rnn")
+    sub = load_entry(tmp_path / "rnn.py", "rnn", tmp_path)
+    run = runner.run_submission(
+        arena["zygote"], plan, cases.load_public(plan), sub, runner.RunOptions(timeout=5)
+    )
+    assert not run.import_error
+    ending = [h for h in runner.SLOTS.hosts.values() if h.ending is not None]
+    assert len(ending) == 1
+    workdir, uid = Path(ending[0].ending[1]), ending[0].key[1]
+    runner.SLOTS.settle()
+    assert uid is None or not sandbox.uid_processes(uid)  # checked at once: the writer is already dead
+    assert not workdir.exists()
+    time.sleep(0.2)
+    assert not workdir.exists()
+    assert all(h.ending is None for h in runner.SLOTS.hosts.values())
+
+
 def test_a_function_that_crashes_on_every_call_costs_only_its_own_points(grade_hidden, tmp_path):
     """The transformer's attention has about 100 hidden calls: one that kills its worker on every call is
     skipped after a few crashes, so the functions after it still get workers (measured before the fix:
