@@ -164,7 +164,9 @@ def _grade_task(
 
     plan = load_plan(assignment)
     zygote, cases = _worker_state(plan, code, blob_key, blob)
-    return pipeline.grade_one(zygote, plan, cases, Submission(**sub), RunOptions(**run), case_key)
+    options = RunOptions(**run)
+    options.overlap_end = False  # a task ends with its worker gone and its folder removed
+    return pipeline.grade_one(zygote, plan, cases, Submission(**sub), options, case_key)
 
 
 def _worker_state(plan: Plan, code: str, blob_key: str, blob: bytes) -> tuple[Any, CaseSet]:

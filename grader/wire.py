@@ -93,9 +93,10 @@ def encode(message: dict[str, Any], tree: Any = None) -> bytes:
             return {"o": "too deep"}
         if type(v) is tensor and v.dtype is not bfloat16:  # most nodes: a plain tensor, converted at once
             try:
-                return array(v.numpy(force=True), "tensor", v)  # detach, cpu, resolve conj/neg, numpy
+                arr = v.numpy(force=True)  # detach, cpu, resolve conj/neg, numpy
             except Exception:
                 return {"o": type(v).__name__}
+            return array(arr, "tensor", v)  # its errors (MemoryError copying the bytes) raise, as before
         if isinstance(v, Received):
             v = v.array
         if isinstance(v, np.ndarray):

@@ -946,6 +946,63 @@ def test_a_slot_whose_worker_is_still_ending_is_taken_last(monkeypatch):
     assert pool.acquire() == a and pool.held == 1
 
 
+def test_a_free_slot_is_used_when_no_uid_is_left_for_another(monkeypatch, tmp_path):
+    """As root a further slot needs a further uid: when none is left (other runs hold the rest of the
+    range), the slot whose worker is still ending is used (its host waits for the end), not an error."""
+    monkeypatch.setattr(runner.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(runner.SlotPool, "LOCK_DIR", tmp_path)
+    monkeypatch.setattr(runner.sandbox, "uid_is_free", lambda uid: True)
+    monkeypatch.setattr(runner, "_sweep_workdirs", lambda uid: None)
+
+    class Ending:
+        def settled(self):
+            return False
+
+    pool = runner.SlotPool()
+    pool.next = sandbox.MAX_SLOTS * 4 - 1  # one uid left
+    a = pool.acquire()
+    pool.hosts[a[0]] = Ending()
+    pool.release(a)
+    assert pool.acquire() == a
+    a[2].close()
+
+
+def test_an_interrupted_settle_still_removes_the_workers_folder(tmp_path):
+    """Ctrl-C or SIGTERM raise in the main thread, which settles the slots at the end of a run: interrupted
+    while it waits for the init's "done", the host still knows the folder, and its close() (the zygote's
+    stop that follows) waits for the end and removes it."""
+    import socket
+    import types
+
+    class Interrupted(runner.StatusReader):
+        waits = 0
+
+        def wait_eof(self, timeout):
+            Interrupted.waits += 1
+            if Interrupted.waits == 1:
+                raise KeyboardInterrupt
+            return super().wait_eof(timeout)
+
+    workdir = tmp_path / "seqgrade-w-x"
+    workdir.mkdir()
+    (workdir / "rnn.py").write_text("# a student's code\n")
+    w_r, w_w = os.pipe()  # the worker's status: no "done" yet
+    m_r, m_w = os.pipe()  # the monitor's
+    ours, theirs = socket.socketpair()
+    host = runner.SlotHost.__new__(runner.SlotHost)
+    host.closed, host.ctrl, host.init = False, ours, None
+    host.zygote = types.SimpleNamespace(closers=[])
+    host.status = runner.StatusReader(m_r)
+    host.ending = (Interrupted(w_r), str(workdir))
+    with pytest.raises(KeyboardInterrupt):
+        host.settle()
+    os.close(w_w)  # the init has ended the worker
+    os.close(m_w)
+    theirs.close()
+    host.close()
+    assert not workdir.exists()
+
+
 def test_a_workers_folder_is_removed_once_every_process_of_it_is_gone(arena, tmp_path):
     """run_submission returns without waiting for its worker's end; the slot's host removes the worker's
     folder once the init says every process of it is gone, and a grading run ends only then. A process the
@@ -977,6 +1034,12 @@ def test_a_workers_folder_is_removed_once_every_process_of_it_is_gone(arena, tmp
     assert not workdir.exists()
     time.sleep(0.2)
     assert not workdir.exists()
+    assert all(h.ending is None for h in runner.SLOTS.hosts.values())
+    off = ("uid", "landlock")  # a worker that could write outside its folder is ended before the return
+    run = runner.run_submission(
+        arena["zygote"], plan, cases.load_public(plan), sub, runner.RunOptions(timeout=5, sandbox_off=off)
+    )
+    assert not run.import_error
     assert all(h.ending is None for h in runner.SLOTS.hosts.values())
 
 

@@ -66,6 +66,30 @@ def test_a_torch_function_mode_left_on_cannot_change_what_is_sent():
     assert out["value"].array.tolist() == [5.0, 6.0] and out["grads"][0].array.tolist() == [5.0, 6.0]
 
 
+def test_a_tensor_whose_bytes_cannot_be_copied_raises_rather_than_sending_a_name():
+    """Under the worker's memory limit, copying a large result's bytes may fail: encode raises (the worker
+    then says it could not send the result back) instead of sending an "o" node in its place."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import resource, torch\n"
+        "from grader import wire\n"
+        "t = torch.zeros(64 << 20, dtype=torch.float64)\n"  # 512 MiB
+        "vm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmSize')) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (vm + (256 << 20), resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    wire.encode({'ok': True}, {'value': t})\n"
+        "    print('sent')\n"
+        "except MemoryError:\n"
+        "    print('MemoryError')\n"
+    )
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root, timeout=120)
+    assert out.stdout.strip() == "MemoryError", (out.stdout, out.stderr[-500:])
+
+
 def test_non_data_objects_are_named_not_executed():
     class Weird:
         pass
