@@ -916,54 +916,37 @@ def test_a_killed_runs_worker_folders_are_swept_before_their_uid_is_reused(tmp_p
                 shutil.rmtree(d, ignore_errors=True)
 
 
-def test_a_slot_whose_worker_is_still_ending_is_taken_last(monkeypatch):
+def test_the_pool_grows_to_two_slots_per_slot_in_use_then_takes_the_one_released_first(monkeypatch):
     """A submission's worker is ended without waiting: its slot goes back to the pool while the init empties
-    the slot's namespace. The next submission takes a slot whose worker is gone, else a new one (up to two
-    per slot in use), else the one released first (its host waits for the end before the next worker)."""
+    the slot's namespace. The next submission takes a new slot until there are two per slot in use, then the
+    free slot released first, whose worker is the likeliest to be gone (its host waits for the end anyway)."""
     monkeypatch.setattr(runner.os, "geteuid", lambda: 1000)  # slots without uids: no lock files
-
-    class Host:
-        def __init__(self, done):
-            self.done = done
-
-        def settled(self):
-            return self.done
-
     pool = runner.SlotPool()
-    a, b = pool.acquire(), pool.acquire()
-    pool.hosts[a[0]], pool.hosts[b[0]] = Host(False), Host(True)
-    pool.release(b)
-    pool.release(a)  # released last, but its worker is still ending
-    assert pool.acquire() == b
-    c = pool.acquire()  # a is still ending: a new slot (3 made, 2 held: up to 6)
-    assert c not in (a, b) and pool.made == 3
-    for s in (b, c):
-        pool.release(s)
-    pool.hosts[b[0]].done, pool.hosts[c[0]] = False, Host(False)
-    assert pool.acquire() == a  # nothing settled, 3 made >= 2 x (0 + 1): the first released waits
-    pool.hosts[a[0]].done = True
+    a, b = pool.acquire(), pool.acquire()  # two submissions at a time
     pool.release(a)
-    assert pool.acquire() == a and pool.held == 1
+    c = pool.acquire()  # 2 made, 1 held: up to 4
+    assert c not in (a, b) and pool.made == 3
+    pool.release(b)
+    d = pool.acquire()
+    assert d not in (a, b, c) and pool.made == 4
+    pool.release(c)
+    assert pool.acquire() == a  # 4 made: the slot released first, not the one just released
+    pool.release(d)
+    assert pool.acquire() == b and pool.made == 4 and pool.held == 2
 
 
 def test_a_free_slot_is_used_when_no_uid_is_left_for_another(monkeypatch, tmp_path):
     """As root a further slot needs a further uid: when none is left (other runs hold the rest of the
-    range), the slot whose worker is still ending is used (its host waits for the end), not an error."""
+    range), a free slot is used (its host waits for its worker's end), not an error."""
     monkeypatch.setattr(runner.os, "geteuid", lambda: 0)
     monkeypatch.setattr(runner.SlotPool, "LOCK_DIR", tmp_path)
     monkeypatch.setattr(runner.sandbox, "uid_is_free", lambda uid: True)
     monkeypatch.setattr(runner, "_sweep_workdirs", lambda uid: None)
-
-    class Ending:
-        def settled(self):
-            return False
-
     pool = runner.SlotPool()
     pool.next = sandbox.MAX_SLOTS * 4 - 1  # one uid left
     a = pool.acquire()
-    pool.hosts[a[0]] = Ending()
     pool.release(a)
-    assert pool.acquire() == a
+    assert pool.acquire() == a and pool.made == 1
     a[2].close()
 
 
