@@ -512,6 +512,12 @@ class WorkerHandle:
             chunk = _read_some(self.out)
             if not chunk or not self.sink.add(chunk):
                 break
+        self._close_ends()
+        self.host.ending = (self.status, workdir)
+        return True
+
+    def _close_ends(self) -> None:
+        """Close our ends of the worker's socket and output pipe."""
         try:
             self.sock.close()
         except OSError:
@@ -519,8 +525,6 @@ class WorkerHandle:
         if self.out is not None:
             os.close(self.out)
             self.out = None
-        self.host.ending = (self.status, workdir)
-        return True
 
     def kill(self) -> None:
         """End the worker and everything it started; returns once its init says all are gone."""
@@ -529,13 +533,7 @@ class WorkerHandle:
         self.alive = False
         ended = self.host.end()
         self.drain()
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        if self.out is not None:
-            os.close(self.out)
-            self.out = None
+        self._close_ends()
         if not (ended and self.status.wait_eof(10.0)):
             self.host.kill()  # the init did not answer: end the whole slot (its namespace) instead
             self.host.close()
