@@ -486,12 +486,12 @@ class WorkerHandle:
                     raise WorkerCrashed(self._died())
                 buf += chunk
 
-    def drain(self) -> None:
-        """Collect what the worker printed before it died (bounded)."""
+    def drain(self, wait: float = 0.05) -> None:
+        """Collect what the worker printed before it died (bounded), waiting up to `wait` for each chunk."""
         if self.out is None:
             return
         for _ in range(64):
-            r, _, _ = select.select([self.out], [], [], 0.05)
+            r, _, _ = select.select([self.out], [], [], wait)
             if not r:
                 break
             chunk = _read_some(self.out)
@@ -508,10 +508,7 @@ class WorkerHandle:
             self.kill()
             return False
         self.alive = False
-        while self.out is not None and select.select([self.out], [], [], 0)[0]:  # printed before its reply
-            chunk = _read_some(self.out)
-            if not chunk or not self.sink.add(chunk):
-                break
+        self.drain(0)  # what it printed before its last reply is there already
         self._close_ends()
         self.host.ending = (self.status, workdir)
         return True

@@ -162,11 +162,10 @@ def _tensor_to_numpy(t: Any) -> np.ndarray | None:
     caller has switched torch functions off), bfloat16 as float32."""
     torch = _torch()
     try:
-        with torch._C.DisableTorchFunction():
-            base = t if type(t) is torch.Tensor else torch.Tensor._make_subclass(torch.Tensor, t.detach())
-            if base.dtype == torch.bfloat16:
-                base = base.detach().to(torch.float32)
-            return base.numpy(force=True)  # detach().cpu().resolve_conj().resolve_neg().numpy() in one
+        base = t if type(t) is torch.Tensor else torch.Tensor._make_subclass(torch.Tensor, t.detach())
+        if base.dtype == torch.bfloat16:
+            base = base.detach().to(torch.float32)
+        return base.numpy(force=True)  # detach().cpu().resolve_conj().resolve_neg().numpy() in one
     except Exception:
         return None
 

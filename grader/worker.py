@@ -718,15 +718,18 @@ def _to_torch(tree: Any) -> Any:
     """Received arrays -> torch tensors (sharing their memory), structure kept."""
     import torch
 
-    if isinstance(tree, wire.Received):
-        return torch.from_numpy(tree.array)
+    return _map_leaves(tree, lambda x: torch.from_numpy(x.array) if isinstance(x, wire.Received) else x)
+
+
+def _map_leaves(tree: Any, f: Any) -> Any:
+    """`tree` with f applied to each leaf (what is not a tuple, list or dict), structure kept."""
     if isinstance(tree, tuple):
-        return tuple(_to_torch(x) for x in tree)
+        return tuple(_map_leaves(x, f) for x in tree)
     if isinstance(tree, list):
-        return [_to_torch(x) for x in tree]
+        return [_map_leaves(x, f) for x in tree]
     if isinstance(tree, dict):
-        return {k: _to_torch(v) for k, v in tree.items()}
-    return tree
+        return {k: _map_leaves(v, f) for k, v in tree.items()}
+    return f(tree)
 
 
 def _worker_main(
@@ -949,17 +952,13 @@ def _ready(meta: dict[str, Any], tree: dict[str, Any]) -> tuple[list[Any], list[
     import torch
 
     def copy(t: Any, grad: bool) -> Any:
-        if isinstance(t, torch.Tensor):
-            c = t.detach().clone()
-            return c.requires_grad_(True) if grad and c.is_floating_point() else c
-        if isinstance(t, (tuple, list)):
-            return type(t)(copy(x, grad) for x in t)
-        if isinstance(t, dict):
-            return {k: copy(v, grad) for k, v in t.items()}
-        return t
+        if not isinstance(t, torch.Tensor):
+            return t
+        c = t.detach().clone()
+        return c.requires_grad_(True) if grad and c.is_floating_point() else c
 
     grad_wrt = [int(i) for i in meta.get("grad_wrt", [])]
-    args = [copy(a, i in grad_wrt) for i, a in enumerate(tree["args"])]
+    args = [_map_leaves(a, lambda t, g=i in grad_wrt: copy(t, g)) for i, a in enumerate(tree["args"])]
     before = [
         ([i, j], t)
         for i, a in enumerate(tree["args"])
