@@ -271,7 +271,7 @@ def write_checker(plan: Plan, dest: Path, public: Path) -> None:
         f'description = "Public self-check for the {plan.name} assignment (no reference, no hidden cases)"\n'
         f'requires-python = "{project.get("requires-python", ">=3.11")}"\n'
         f"dependencies = {json.dumps(deps)}\n\n"
-        '[project.scripts]\nseqgrade = "grader.cli:main"\n\n'
+        '[project.scripts]\nseqgrade = "grader.cli:entry"\n\n'
         f"[tool.setuptools]\npackages = {json.dumps(packages)}\n\n"
         '[tool.setuptools.package-data]\nstudent_template = ["*.npz"]\n'
     )
