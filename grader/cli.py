@@ -504,7 +504,8 @@ def entry() -> None:
     down every module and torch's C++ operator registrations, and saves nothing once the command is done.
     So once main() has ended, the exit handlers run (they remove ended workers' folders, stop a Dask run's
     zygote), the output is flushed and the process ends at once, with main()'s exit status. An exception
-    that main() lets through (a bug: its traceback) and threads still running take Python's usual way out."""
+    that main() lets through (a bug: its traceback), a text status and threads still running take Python's
+    usual way out."""
     try:
         main()  # click's standalone mode: always ends in SystemExit
     except SystemExit as e:
@@ -512,20 +513,17 @@ def entry() -> None:
     else:  # pragma: no cover - standalone mode does not return
         code = 0
     busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if busy:  # their joins are the interpreter's to do (concurrent.futures registers them there)
+    if busy or not (code is None or isinstance(code, int)):
+        # running threads' joins are the interpreter's to do (concurrent.futures registers them there), and
+        # so is a text status (printed, exit status 1)
         sys.exit(code)
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):  # as Python does with sys.exit("message")
-        print(code, file=sys.stderr)
-        code = 1
     atexit._run_exitfuncs()  # noqa: SLF001 - the handlers Python would run, in its order
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):  # a closed pipe (`seqgrade ... | head`), a closed stream
             pass
-    os._exit(code & 0xFF)
+    os._exit((code or 0) & 0xFF)
 
 
 if __name__ == "__main__":  # pragma: no cover

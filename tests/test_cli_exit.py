@@ -17,15 +17,16 @@ ENV = {
 }
 
 
-def _python(code: str) -> subprocess.CompletedProcess:
+def _python(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=120, cwd=ROOT
+        [sys.executable, *args], capture_output=True, text=True, env=ENV, timeout=120, cwd=ROOT
     )
 
 
 def test_entry_runs_the_exit_handlers_flushes_and_keeps_the_status(tmp_path):
     mark = tmp_path / "handler"
     r = _python(
+        "-c",
         "import atexit, sys\n"
         "from grader import cli\n"
         f"atexit.register(lambda: open({str(mark)!r}, 'w').write('ran'))\n"
@@ -34,7 +35,7 @@ def test_entry_runs_the_exit_handlers_flushes_and_keeps_the_status(tmp_path):
         "    sys.stderr.write('to stderr')\n"
         "    sys.exit(3)\n"
         "cli.main = fake\n"
-        "cli.entry()\n"
+        "cli.entry()\n",
     )
     assert r.returncode == 3
     assert r.stdout == "no newline yet" and r.stderr == "to stderr"
@@ -42,7 +43,9 @@ def test_entry_runs_the_exit_handlers_flushes_and_keeps_the_status(tmp_path):
 
 
 def test_entry_exits_with_1_and_the_message_for_a_text_status():
-    r = _python("import sys\nfrom grader import cli\ncli.main = lambda: sys.exit('boom')\ncli.entry()\n")
+    r = _python(
+        "-c", "import sys\nfrom grader import cli\ncli.main = lambda: sys.exit('boom')\ncli.entry()\n"
+    )
     assert r.returncode == 1
     assert r.stderr.strip() == "boom"
 
@@ -51,6 +54,7 @@ def test_entry_leaves_running_threads_to_python(tmp_path):
     """A thread that is not a daemon is joined before the process ends, as without the quick exit."""
     done = tmp_path / "thread"
     r = _python(
+        "-c",
         "import sys, threading, time\n"
         "from grader import cli\n"
         "def late():\n"
@@ -60,20 +64,15 @@ def test_entry_leaves_running_threads_to_python(tmp_path):
         "    threading.Thread(target=late).start()\n"
         "    sys.exit(0)\n"
         "cli.main = fake\n"
-        "cli.entry()\n"
+        "cli.entry()\n",
     )
     assert r.returncode == 0, r.stderr
     assert done.read_text() == "done"
 
 
 def test_check_keeps_its_exit_status_and_its_whole_report():
-    base = [sys.executable, "-m", "grader.cli", "check", "rnn"]
-    ok = subprocess.run(
-        [*base, "examples/rnn/correct.py"], capture_output=True, text=True, env=ENV, timeout=120, cwd=ROOT
-    )
-    bad = subprocess.run(
-        [*base, "examples/rnn/buggy.py"], capture_output=True, text=True, env=ENV, timeout=120, cwd=ROOT
-    )
+    ok = _python("-m", "grader.cli", "check", "rnn", "examples/rnn/correct.py")
+    bad = _python("-m", "grader.cli", "check", "rnn", "examples/rnn/buggy.py")
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert bad.returncode == 1, bad.stdout + bad.stderr
     assert "FAIL" in bad.stdout and "FAIL" not in ok.stdout
